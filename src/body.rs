@@ -1,0 +1,218 @@
+//! Request and response bodies.
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+
+use crate::client::InFlight;
+use crate::error::{BoxError, Error, Kind};
+
+/// A request body: empty, a single buffer, or any streaming [`http_body::Body`].
+///
+/// `From` conversions exist for `&'static str`, `String`, `Vec<u8>`, [`Bytes`] and `()`,
+/// so `Request<&str>` and friends can be passed to [`Client::request`](crate::Client::request)
+/// directly.
+pub struct Body {
+    kind: BodyKind,
+}
+
+enum BodyKind {
+    Full(Option<Bytes>),
+    Stream(UnsyncBoxBody<Bytes, BoxError>),
+}
+
+impl Body {
+    /// An empty body.
+    pub fn empty() -> Self {
+        Body {
+            kind: BodyKind::Full(None),
+        }
+    }
+
+    /// Wraps a streaming body. Its errors abort the request.
+    pub fn wrap<B>(body: B) -> Self
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        Body {
+            kind: BodyKind::Stream(body.map_err(Into::into).boxed_unsync()),
+        }
+    }
+}
+
+impl Default for Body {
+    fn default() -> Self {
+        Body::empty()
+    }
+}
+
+impl fmt::Debug for Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            BodyKind::Full(b) => f
+                .debug_struct("Body")
+                .field("len", &b.as_ref().map_or(0, Bytes::len))
+                .finish(),
+            BodyKind::Stream(_) => f.debug_struct("Body").field("stream", &true).finish(),
+        }
+    }
+}
+
+impl From<Bytes> for Body {
+    fn from(b: Bytes) -> Self {
+        Body {
+            kind: BodyKind::Full((!b.is_empty()).then_some(b)),
+        }
+    }
+}
+
+impl From<&'static str> for Body {
+    fn from(s: &'static str) -> Self {
+        Bytes::from_static(s.as_bytes()).into()
+    }
+}
+
+impl From<String> for Body {
+    fn from(s: String) -> Self {
+        Bytes::from(s).into()
+    }
+}
+
+impl From<Vec<u8>> for Body {
+    fn from(v: Vec<u8>) -> Self {
+        Bytes::from(v).into()
+    }
+}
+
+impl From<()> for Body {
+    fn from(_: ()) -> Self {
+        Body::empty()
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.get_mut().kind {
+            BodyKind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            BodyKind::Stream(s) => Pin::new(s).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            BodyKind::Full(b) => b.is_none(),
+            BodyKind::Stream(s) => s.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            BodyKind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            BodyKind::Stream(s) => s.size_hint(),
+        }
+    }
+}
+
+/// A response body: the bytes the server sent, as an [`http_body::Body`].
+///
+/// The request counts as in flight until this body has been read to the end or dropped;
+/// a graceful close waits for that (up to its deadline). Use
+/// [`http_body_util::BodyExt::collect`] to read it whole.
+pub struct ResponseBody {
+    incoming: hyper::body::Incoming,
+    in_flight: Option<InFlight>,
+}
+
+impl ResponseBody {
+    pub(crate) fn new(incoming: hyper::body::Incoming, in_flight: InFlight) -> Self {
+        let mut body = ResponseBody {
+            incoming,
+            in_flight: Some(in_flight),
+        };
+        if http_body::Body::is_end_stream(&body.incoming) {
+            body.in_flight = None;
+        }
+        body
+    }
+}
+
+impl fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("in_flight", &self.in_flight.is_some())
+            .finish()
+    }
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = self.get_mut();
+        let res = match Pin::new(&mut this.incoming).poll_frame(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(res) => res,
+        };
+        match res {
+            Some(Ok(frame)) => {
+                if http_body::Body::is_end_stream(&this.incoming) {
+                    this.in_flight = None;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => {
+                if let Some(f) = this.in_flight.take() {
+                    f.failed();
+                }
+                Poll::Ready(Some(Err(Error::with_source(Kind::Body, e))))
+            }
+            None => {
+                this.in_flight = None;
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.incoming.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.incoming.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body::Body as _;
+
+    #[test]
+    fn conversions_report_exact_sizes() {
+        assert_eq!(Body::from("abc").size_hint().exact(), Some(3));
+        assert_eq!(
+            Body::from(String::from("hello")).size_hint().exact(),
+            Some(5)
+        );
+        assert_eq!(Body::from(vec![1u8; 7]).size_hint().exact(), Some(7));
+        assert!(Body::empty().is_end_stream());
+        assert!(Body::from(Bytes::new()).is_end_stream());
+        assert!(!Body::from("x").is_end_stream());
+    }
+}

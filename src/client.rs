@@ -1,0 +1,433 @@
+//! [`Client`]: a cheap handle on one hyper-util client bound to one runtime.
+
+use std::fmt;
+use std::num::NonZeroU64;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use http::header::USER_AGENT;
+use http::{Request, Response, Uri};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioTimer;
+use tokio::runtime::{self, Handle};
+use tokio::sync::Notify;
+
+use crate::body::{Body, ResponseBody};
+use crate::config::Config;
+use crate::connect::{ConnTracker, TrackingConnector, TrackingExecutor};
+use crate::error::{Error, Kind};
+use crate::manager::Shared;
+use crate::runtime::CleanupHandle;
+use crate::slot::SlotClient;
+use crate::stats::Counters;
+
+/// Identifies one client a manager built. Unique for the life of the process.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub struct ClientId(NonZeroU64);
+
+impl ClientId {
+    fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        // Relaxed: uniqueness needs only atomicity.
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        ClientId(NonZeroU64::new(n).unwrap_or(NonZeroU64::MIN))
+    }
+
+    /// The id as a number.
+    pub fn as_u64(self) -> u64 {
+        self.0.get()
+    }
+}
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "client-{}", self.0)
+    }
+}
+
+const OPEN: u8 = 0;
+const CLOSING: u8 = 1;
+const CLOSED: u8 = 2;
+
+/// An HTTP client bound to the tokio runtime it was built on.
+///
+/// A `Client` is one `Arc`: clone it freely. Get one from
+/// [`HttpClientManager::client`](crate::HttpClientManager::client) or [`crate::client`];
+/// the same thread on the same live runtime always gets the same client
+/// ([`id`](Client::id) equal).
+///
+/// # Used from another runtime, or after it was closed
+///
+/// A client's connections are tasks on its own runtime, so a request sent from another
+/// runtime could hang on a connection nobody polls. `request` never does that: when it
+/// is called on a runtime other than the client's own, or after the client was closed,
+/// it is transparently re-routed to the manager's client for the *current* thread and
+/// runtime. Only if the manager itself is gone does it fail, at once, with
+/// [`Error::is_closed`].
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), rtlocal::Error> {
+/// let client = rtlocal::client().await?;
+/// assert_eq!(client.runtime_id(), tokio::runtime::Handle::current().id());
+/// assert_eq!(client.id(), rtlocal::client().await?.id());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<ClientInner>,
+}
+
+pub(crate) struct ClientInner {
+    id: ClientId,
+    runtime: runtime::Id,
+    hyper: HyperClient<TrackingConnector, Body>,
+    tracker: Arc<ConnTracker>,
+    /// OPEN → CLOSING (draining) → CLOSED. SeqCst with `in_flight`: see `begin_request`.
+    state: AtomicU8,
+    in_flight: AtomicU64,
+    drained: Notify,
+    hook: parking_lot::Mutex<Option<CleanupHandle>>,
+    manager: Weak<Shared>,
+    counters: Arc<Counters>,
+    user_agent: Option<http::HeaderValue>,
+}
+
+/// The result of closing one client.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CloseOutcome {
+    /// This call performed the close (it was not already closed).
+    pub(crate) closed_now: bool,
+    /// The deadline passed with requests still in flight.
+    pub(crate) forced: bool,
+    /// How many requests were cut.
+    pub(crate) cut: u64,
+}
+
+impl Client {
+    pub(crate) fn build(
+        config: &Config,
+        handle: Handle,
+        manager: Weak<Shared>,
+        counters: Arc<Counters>,
+    ) -> Client {
+        let tracker = ConnTracker::new(Arc::clone(&counters));
+        let mut http = HttpConnector::new();
+        http.set_nodelay(config.tcp_nodelay);
+        http.set_connect_timeout(config.connect_timeout);
+        let connector = TrackingConnector {
+            http,
+            tracker: Arc::clone(&tracker),
+        };
+        let exec = TrackingExecutor {
+            handle: handle.clone(),
+            tracker: Arc::clone(&tracker),
+        };
+        let mut builder = HyperClient::builder(exec);
+        builder
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_max_idle_per_host(config.pool_max_idle_per_host);
+        let hyper = builder.build(connector);
+        Counters::inc(&counters.clients_created);
+        let inner = ClientInner {
+            id: ClientId::next(),
+            runtime: handle.id(),
+            hyper,
+            tracker,
+            state: AtomicU8::new(OPEN),
+            in_flight: AtomicU64::new(0),
+            drained: Notify::new(),
+            hook: parking_lot::Mutex::new(None),
+            manager,
+            counters,
+            user_agent: config.user_agent.clone(),
+        };
+        tracing::debug!(
+            client = %inner.id,
+            runtime = %inner.runtime,
+            thread = ?std::thread::current().id(),
+            "client created"
+        );
+        Client {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// This client's id: equal for every clone, different for every client built.
+    pub fn id(&self) -> ClientId {
+        self.inner.id
+    }
+
+    /// The runtime this client's connections live on.
+    pub fn runtime_id(&self) -> runtime::Id {
+        self.inner.runtime
+    }
+
+    /// Whether the client has not been closed. A closed client's requests are re-routed
+    /// to the manager's current client.
+    pub fn is_open(&self) -> bool {
+        self.inner.state.load(Ordering::Acquire) == OPEN
+    }
+
+    /// Sends a request.
+    ///
+    /// Called from a runtime other than the client's own, or after the client was closed,
+    /// the request is re-routed to the manager's client for the current thread and
+    /// runtime (see the type docs). The request counts as in flight until the response
+    /// body is finished or dropped.
+    ///
+    /// # Errors
+    /// [`Error::is_no_runtime`] outside a runtime; [`Error::is_connect`] when connecting
+    /// fails; [`Error::is_timeout`] when a deadline passes; [`Error::is_request`] for other
+    /// failures; [`Error::is_closed`] when the client is closed and its manager is gone.
+    pub async fn request<B: Into<Body>>(
+        &self,
+        req: Request<B>,
+    ) -> Result<Response<ResponseBody>, Error> {
+        let req = req.map(Into::into);
+        let handle = Handle::try_current().map_err(|_| Error::no_runtime())?;
+        if handle.id() == self.inner.runtime {
+            if let Some(guard) = self.inner.begin_request() {
+                return self.inner.send(req, guard).await;
+            }
+        }
+        self.reroute(req).await
+    }
+
+    #[cold]
+    async fn reroute(&self, req: Request<Body>) -> Result<Response<ResponseBody>, Error> {
+        // A fresh client can be closed again before we use it (close_all racing us);
+        // a few attempts settle that, and the error after them is honest.
+        for _ in 0..3 {
+            let Some(manager) = self.inner.manager.upgrade() else {
+                return Err(Error::new(Kind::Closed));
+            };
+            let fresh = Shared::client(&manager).await?;
+            if let Some(guard) = fresh.inner.begin_request() {
+                tracing::trace!(from = %self.inner.id, to = %fresh.inner.id, "request re-routed");
+                return fresh.inner.send(req, guard).await;
+            }
+        }
+        Err(Error::with_detail(
+            Kind::Closed,
+            "every client handed out was closed before the request could start",
+        ))
+    }
+
+    /// Sends a `GET` request to `uri`.
+    ///
+    /// # Errors
+    /// [`Error::is_invalid_uri`] (naming the URI) when it does not parse; otherwise as
+    /// [`request`](Client::request).
+    pub async fn get(&self, uri: &str) -> Result<Response<ResponseBody>, Error> {
+        let uri: Uri = uri
+            .parse()
+            .map_err(|e| Error::with_source(Kind::InvalidUri, e))
+            .map_err(|e| Error::with_detail(e.kind(), format!("{uri:?}: {}", source_msg(&e))))?;
+        let req = Request::get(uri)
+            .body(Body::empty())
+            .map_err(|e| Error::with_source(Kind::InvalidUri, e))?;
+        self.request(req).await
+    }
+
+    /// Closes this client: no new requests (they are re-routed), in-flight ones may finish
+    /// until `timeout`, then every connection is shut down on the wire.
+    pub(crate) async fn close_graceful(&self, timeout: Duration) -> CloseOutcome {
+        let inner = &self.inner;
+        // SeqCst: pairs with `begin_request` so a request either sees CLOSING and backs
+        // out, or is counted in `in_flight` before we read it.
+        let _ = inner
+            .state
+            .compare_exchange(OPEN, CLOSING, Ordering::SeqCst, Ordering::SeqCst);
+        if inner.state.load(Ordering::SeqCst) == CLOSED {
+            return CloseOutcome::default();
+        }
+        let drained = tokio::time::timeout(timeout, inner.wait_drained())
+            .await
+            .is_ok();
+        let cut = if drained {
+            0
+        } else {
+            inner.in_flight.load(Ordering::SeqCst)
+        };
+        let closed_now = inner.shut(cut > 0, "closed");
+        CloseOutcome {
+            closed_now,
+            forced: closed_now && cut > 0,
+            cut: if closed_now { cut } else { 0 },
+        }
+    }
+
+    /// Stops new requests (they are re-routed) without waiting for anything.
+    pub(crate) fn begin_close(&self) {
+        let _ =
+            self.inner
+                .state
+                .compare_exchange(OPEN, CLOSING, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// Closes at once, cutting whatever is in flight. Returns whether this call closed it.
+    pub(crate) fn close_now(&self, why: &'static str) -> bool {
+        let forced = self.inner.in_flight.load(Ordering::SeqCst) > 0;
+        self.inner.shut(forced, why)
+    }
+
+    pub(crate) fn set_hook(&self, hook: CleanupHandle) {
+        let mut slot = self.inner.hook.lock();
+        if self.inner.state.load(Ordering::SeqCst) == CLOSED {
+            drop(slot);
+            hook.cancel();
+        } else {
+            *slot = Some(hook);
+        }
+    }
+
+    /// Sockets currently open (for tests and `Debug`).
+    pub(crate) fn open_sockets(&self) -> usize {
+        self.inner.tracker.open_sockets()
+    }
+}
+
+impl ClientInner {
+    /// Counts a request in flight, unless the client is closing.
+    #[inline]
+    fn begin_request(self: &Arc<Self>) -> Option<InFlight> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        if self.state.load(Ordering::SeqCst) != OPEN {
+            self.end_request();
+            return None;
+        }
+        Counters::inc(&self.counters.requests_started);
+        Counters::inc(&self.counters.requests_in_flight);
+        Some(InFlight {
+            inner: Arc::clone(self),
+        })
+    }
+
+    fn end_request(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.state.load(Ordering::SeqCst) != OPEN
+        {
+            self.drained.notify_waiters();
+        }
+    }
+
+    async fn wait_drained(&self) {
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    async fn send(
+        &self,
+        mut req: Request<Body>,
+        guard: InFlight,
+    ) -> Result<Response<ResponseBody>, Error> {
+        if let Some(ua) = &self.user_agent {
+            if !req.headers().contains_key(USER_AGENT) {
+                req.headers_mut().insert(USER_AGENT, ua.clone());
+            }
+        }
+        match self.hyper.request(req).await {
+            Ok(resp) => Ok(resp.map(|b| ResponseBody::new(b, guard))),
+            Err(e) => {
+                guard.failed();
+                Err(Error::from_client(e))
+            }
+        }
+    }
+
+    /// The one place a client becomes CLOSED: connections shut, hook cancelled, counted.
+    fn shut(&self, forced: bool, why: &'static str) -> bool {
+        if self.state.swap(CLOSED, Ordering::SeqCst) == CLOSED {
+            return false;
+        }
+        self.tracker.close();
+        if let Some(hook) = self.hook.lock().take() {
+            hook.cancel();
+        }
+        self.drained.notify_waiters();
+        Counters::inc(&self.counters.clients_closed);
+        if forced {
+            Counters::inc(&self.counters.forced_closes);
+            tracing::warn!(
+                client = %self.id,
+                runtime = %self.runtime,
+                in_flight = self.in_flight.load(Ordering::SeqCst),
+                "client close forced: requests still in flight were cut"
+            );
+        } else {
+            tracing::debug!(client = %self.id, runtime = %self.runtime, reason = why, "client closed");
+        }
+        true
+    }
+}
+
+impl Drop for ClientInner {
+    fn drop(&mut self) {
+        // Last handle gone without a close (e.g. the manager was dropped): shut the
+        // connections so nothing outlives the client.
+        self.shut(false, "dropped");
+    }
+}
+
+impl SlotClient for Client {
+    #[inline]
+    fn is_open(&self) -> bool {
+        Client::is_open(self)
+    }
+
+    fn force_close(&self) {
+        self.close_now("force-closed");
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.inner.state.load(Ordering::Acquire) {
+            OPEN => "open",
+            CLOSING => "closing",
+            _ => "closed",
+        };
+        f.debug_struct("Client")
+            .field("id", &self.inner.id)
+            .field("runtime", &self.inner.runtime)
+            .field("state", &state)
+            .field("in_flight", &self.inner.in_flight.load(Ordering::Relaxed))
+            .field("open_sockets", &self.open_sockets())
+            .finish()
+    }
+}
+
+/// A request in flight; ends when the response body finishes or is dropped.
+pub(crate) struct InFlight {
+    inner: Arc<ClientInner>,
+}
+
+impl InFlight {
+    pub(crate) fn failed(self) {
+        Counters::inc(&self.inner.counters.requests_failed);
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        Counters::dec(&self.inner.counters.requests_in_flight);
+        self.inner.end_request();
+    }
+}
+
+fn source_msg(e: &Error) -> String {
+    std::error::Error::source(e).map_or_else(String::new, |s| s.to_string())
+}

@@ -1,0 +1,290 @@
+//! Connection tracking: the executor every connection task is spawned through, and a
+//! connector that keeps a handle on every socket.
+//!
+//! Closing a client must shut its connections down *on the wire* even when the runtime
+//! that owns their tasks is alive but idle (nobody polls an aborted task there). So every
+//! socket's fd is kept in the tracker, and close calls `shutdown(2)` on it: the peer sees
+//! the connection end at once. Soundness: a socket's entry is removed under the tracker
+//! lock by the owning stream's `Drop`, which runs before the fd is closed; `shutdown` runs
+//! under the same lock, so it only ever sees open fds.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::Uri;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::runtime::Handle;
+use tokio::task::AbortHandle;
+
+use crate::error::BoxError;
+use crate::stats::Counters;
+
+/// The error a closed client's connector and executor give hyper-util.
+#[derive(Debug)]
+pub(crate) struct ClientClosed;
+
+impl fmt::Display for ClientClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("client is closed")
+    }
+}
+
+impl std::error::Error for ClientClosed {}
+
+#[cfg(unix)]
+type RawSocket = std::os::fd::RawFd;
+#[cfg(not(unix))]
+type RawSocket = ();
+
+/// Every connection task and socket of one client.
+pub(crate) struct ConnTracker {
+    state: parking_lot::Mutex<TrackerState>,
+    counters: Arc<Counters>,
+}
+
+#[derive(Default)]
+struct TrackerState {
+    closed: bool,
+    next_id: u64,
+    /// `None` between registration and `spawn` returning.
+    tasks: HashMap<u64, Option<AbortHandle>>,
+    sockets: HashMap<u64, RawSocket>,
+}
+
+impl ConnTracker {
+    pub(crate) fn new(counters: Arc<Counters>) -> Arc<Self> {
+        Arc::new(ConnTracker {
+            state: parking_lot::Mutex::new(TrackerState::default()),
+            counters,
+        })
+    }
+
+    /// Spawns `fut` on `handle`, tracked until it finishes. A closed tracker drops it.
+    fn spawn<F>(self: &Arc<Self>, handle: &Handle, fut: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let id = {
+            let mut st = self.state.lock();
+            if st.closed {
+                return;
+            }
+            st.next_id += 1;
+            let id = st.next_id;
+            st.tasks.insert(id, None);
+            id
+        };
+        let guard = TaskGuard {
+            tracker: Arc::clone(self),
+            id,
+        };
+        let abort = handle
+            .spawn(async move {
+                let _guard = guard;
+                fut.await;
+            })
+            .abort_handle();
+        let mut st = self.state.lock();
+        if st.closed {
+            drop(st);
+            abort.abort();
+        } else if let Some(slot) = st.tasks.get_mut(&id) {
+            *slot = Some(abort);
+        }
+    }
+
+    fn register(self: &Arc<Self>, io: TokioIo<TcpStream>) -> Result<TrackedIo, BoxError> {
+        let mut st = self.state.lock();
+        if st.closed {
+            return Err(Box::new(ClientClosed));
+        }
+        st.next_id += 1;
+        let id = st.next_id;
+        #[cfg(unix)]
+        let raw = std::os::fd::AsRawFd::as_raw_fd(io.inner());
+        #[cfg(not(unix))]
+        let raw = ();
+        st.sockets.insert(id, raw);
+        drop(st);
+        Counters::inc(&self.counters.connections_opened);
+        Counters::inc(&self.counters.connections_open);
+        Ok(TrackedIo {
+            io,
+            id,
+            tracker: Arc::clone(self),
+        })
+    }
+
+    /// Refuses new connections and tasks, shuts every socket down on the wire and
+    /// aborts every connection task. Idempotent.
+    pub(crate) fn close(&self) {
+        let tasks = {
+            let mut st = self.state.lock();
+            st.closed = true;
+            for (_, raw) in st.sockets.drain() {
+                shutdown_socket(raw);
+            }
+            std::mem::take(&mut st.tasks)
+        };
+        // Outside the lock: a task's guard takes it when the task is dropped.
+        for abort in tasks.into_values().flatten() {
+            abort.abort();
+        }
+    }
+
+    pub(crate) fn open_sockets(&self) -> usize {
+        self.state.lock().sockets.len()
+    }
+}
+
+impl fmt::Debug for ConnTracker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = self.state.lock();
+        f.debug_struct("ConnTracker")
+            .field("closed", &st.closed)
+            .field("tasks", &st.tasks.len())
+            .field("sockets", &st.sockets.len())
+            .finish()
+    }
+}
+
+#[cfg(unix)]
+fn shutdown_socket(raw: RawSocket) {
+    // SAFETY: `raw` was taken from the tracker's map under its lock, and the lock is still
+    // held. A socket's entry is removed (under this lock) by `TrackedIo::drop` before the
+    // stream that owns the fd is dropped, so the fd is open and is that socket.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
+    // ENOTCONN when the peer is already gone: nothing left to shut down.
+    let _ = socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Both);
+}
+
+#[cfg(not(unix))]
+fn shutdown_socket(_: RawSocket) {}
+
+struct TaskGuard {
+    tracker: Arc<ConnTracker>,
+    id: u64,
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.tracker.state.lock().tasks.remove(&self.id);
+    }
+}
+
+/// The executor given to hyper-util: spawns on the client's own runtime, tracked.
+#[derive(Clone)]
+pub(crate) struct TrackingExecutor {
+    pub(crate) handle: Handle,
+    pub(crate) tracker: Arc<ConnTracker>,
+}
+
+impl<F> hyper::rt::Executor<F> for TrackingExecutor
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        self.tracker.spawn(&self.handle, fut);
+    }
+}
+
+/// hyper-util's HTTP connector, with every socket registered in the tracker.
+#[derive(Clone)]
+pub(crate) struct TrackingConnector {
+    pub(crate) http: HttpConnector,
+    pub(crate) tracker: Arc<ConnTracker>,
+}
+
+type Connecting = Pin<Box<dyn Future<Output = Result<TrackedIo, BoxError>> + Send>>;
+
+impl tower_service::Service<Uri> for TrackingConnector {
+    type Response = TrackedIo;
+    type Error = BoxError;
+    type Future = Connecting;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        tower_service::Service::<Uri>::poll_ready(&mut self.http, cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Connecting {
+        let connecting = self.http.call(uri);
+        let tracker = Arc::clone(&self.tracker);
+        Box::pin(async move {
+            let io = connecting.await.map_err(BoxError::from)?;
+            tracker.register(io)
+        })
+    }
+}
+
+/// A tracked TCP stream.
+pub(crate) struct TrackedIo {
+    io: TokioIo<TcpStream>,
+    id: u64,
+    tracker: Arc<ConnTracker>,
+}
+
+impl Drop for TrackedIo {
+    fn drop(&mut self) {
+        // Before `io` (and its fd) is dropped: see the module docs.
+        self.tracker.state.lock().sockets.remove(&self.id);
+        Counters::dec(&self.tracker.counters.connections_open);
+    }
+}
+
+impl Connection for TrackedIo {
+    fn connected(&self) -> Connected {
+        self.io.connected()
+    }
+}
+
+impl hyper::rt::Read for TrackedIo {
+    #[inline]
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for TrackedIo {
+    #[inline]
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    #[inline]
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    #[inline]
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    #[inline]
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+}

@@ -1,0 +1,251 @@
+//! The crate's one error type: opaque, cheap to clone, with `is_*` predicates.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+
+pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// An error from `rtlocal`.
+///
+/// Opaque on purpose: ask it what happened with the `is_*` predicates, and walk
+/// [`source()`](StdError::source) for the underlying hyper, hyper-util or I/O error.
+/// `Display` is a lowercase sentence that says what to do about it.
+///
+/// Cloning is cheap (one `Arc`), so one failure can be handed to every caller that
+/// was waiting on the same client build.
+#[derive(Clone)]
+pub struct Error {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    kind: Kind,
+    detail: Option<String>,
+    source: Option<BoxError>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    NoRuntime,
+    RuntimeGone,
+    Closed,
+    Connect,
+    Timeout,
+    Request,
+    Body,
+    InvalidUri,
+    Config,
+}
+
+impl Error {
+    pub(crate) fn new(kind: Kind) -> Self {
+        Error {
+            inner: Arc::new(Inner {
+                kind,
+                detail: None,
+                source: None,
+            }),
+        }
+    }
+
+    pub(crate) fn with_detail(kind: Kind, detail: impl Into<String>) -> Self {
+        Error {
+            inner: Arc::new(Inner {
+                kind,
+                detail: Some(detail.into()),
+                source: None,
+            }),
+        }
+    }
+
+    pub(crate) fn with_source(kind: Kind, source: impl Into<BoxError>) -> Self {
+        Error {
+            inner: Arc::new(Inner {
+                kind,
+                detail: None,
+                source: Some(source.into()),
+            }),
+        }
+    }
+
+    pub(crate) fn no_runtime() -> Self {
+        Error::new(Kind::NoRuntime)
+    }
+
+    pub(crate) fn runtime_gone() -> Self {
+        Error::new(Kind::RuntimeGone)
+    }
+
+    pub(crate) fn config(detail: impl Into<String>) -> Self {
+        Error::with_detail(Kind::Config, detail)
+    }
+
+    /// Classifies a hyper-util client error: connect failures, timeouts found in the
+    /// source chain, and everything else as a request error.
+    pub(crate) fn from_client(err: hyper_util::client::legacy::Error) -> Self {
+        if err.is_connect() {
+            let kind = if chain_has_timeout(&err) {
+                Kind::Timeout
+            } else {
+                Kind::Connect
+            };
+            return Error::with_source(kind, err);
+        }
+        if chain_is_closed_client(&err) {
+            return Error::with_source(Kind::Closed, err);
+        }
+        Error::with_source(Kind::Request, err)
+    }
+
+    pub(crate) fn kind(&self) -> Kind {
+        self.inner.kind
+    }
+
+    /// `client()` was called outside a tokio runtime.
+    pub fn is_no_runtime(&self) -> bool {
+        self.inner.kind == Kind::NoRuntime
+    }
+
+    /// The runtime the call was made on is shutting down or already gone.
+    pub fn is_runtime_gone(&self) -> bool {
+        self.inner.kind == Kind::RuntimeGone
+    }
+
+    /// The client was closed (by `close_all`, a runtime change or a runtime teardown)
+    /// and the request could not be re-routed to a fresh one.
+    pub fn is_closed(&self) -> bool {
+        self.inner.kind == Kind::Closed
+    }
+
+    /// Connecting to the server failed (refused, unreachable, DNS, ...).
+    pub fn is_connect(&self) -> bool {
+        self.inner.kind == Kind::Connect
+    }
+
+    /// A deadline passed (connect timeout, or a close that had to be forced).
+    pub fn is_timeout(&self) -> bool {
+        self.inner.kind == Kind::Timeout
+    }
+
+    /// The request failed after the connection was established.
+    pub fn is_request(&self) -> bool {
+        self.inner.kind == Kind::Request
+    }
+
+    /// Reading the response body failed.
+    pub fn is_body(&self) -> bool {
+        self.inner.kind == Kind::Body
+    }
+
+    /// A URI given to [`Client::get`](crate::Client::get) did not parse.
+    pub fn is_invalid_uri(&self) -> bool {
+        self.inner.kind == Kind::InvalidUri
+    }
+
+    /// The manager's configuration was rejected by [`Builder::build`](crate::Builder::build).
+    pub fn is_config(&self) -> bool {
+        self.inner.kind == Kind::Config
+    }
+}
+
+fn chain_has_timeout(err: &(dyn StdError + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        cur = e.source();
+    }
+    false
+}
+
+fn chain_is_closed_client(err: &(dyn StdError + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if e.downcast_ref::<crate::connect::ClientClosed>().is_some() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.inner.kind {
+            Kind::NoRuntime => {
+                "no tokio runtime is running on this thread: call client() from inside a \
+                 runtime (#[tokio::main], #[tokio::test] or Runtime::block_on)"
+            }
+            Kind::RuntimeGone => {
+                "the tokio runtime is shutting down or gone: use a runtime that is still running"
+            }
+            Kind::Closed => {
+                "the client was closed and its manager is gone: get a new client from a live \
+                 manager"
+            }
+            Kind::Connect => "could not connect to the server",
+            Kind::Timeout => "a deadline passed before the operation finished",
+            Kind::Request => "the request failed",
+            Kind::Body => "reading the response body failed",
+            Kind::InvalidUri => "invalid URI",
+            Kind::Config => "invalid configuration",
+        };
+        f.write_str(what)?;
+        if let Some(detail) = &self.inner.detail {
+            write!(f, ": {detail}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("rtlocal::Error");
+        d.field("kind", &self.inner.kind);
+        if let Some(detail) = &self.inner.detail {
+            d.field("detail", detail);
+        }
+        if let Some(source) = &self.inner.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.inner
+            .source
+            .as_ref()
+            .map(|s| &**s as &(dyn StdError + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_is_lowercase_and_says_what_to_do() {
+        let e = Error::no_runtime();
+        let s = e.to_string();
+        assert!(s.starts_with("no tokio runtime"), "{s}");
+        assert!(s.contains("#[tokio::main]"), "{s}");
+        assert!(e.is_no_runtime() && !e.is_timeout());
+    }
+
+    #[test]
+    fn config_detail_is_shown_and_source_chained() {
+        let e = Error::config("close_timeout must be greater than zero (got 0ns)");
+        assert!(e.to_string().contains("close_timeout"));
+        let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "slow");
+        let e = Error::with_source(Kind::Body, io);
+        assert!(e.is_body());
+        assert!(e.source().is_some());
+        assert!(chain_has_timeout(e.source().unwrap()));
+    }
+}

@@ -1,0 +1,313 @@
+//! Per-runtime registry: liveness tokens and teardown callbacks.
+//!
+//! tokio has no shutdown hook, but every shutdown path (`drop`, `shutdown_background`,
+//! `shutdown_timeout`) drops the runtime's remaining tasks. So the first time a runtime is
+//! seen, a *sentinel* task that never finishes is spawned on it; the sentinel owns an
+//! `Arc<RuntimeEntry>` and its `Drop` tears the entry down: marks it dead (the liveness
+//! token paired with `Handle::id()`, since ids are reused) and runs the callbacks.
+//!
+//! # Invariants
+//! * An entry goes alive → dead once; callbacks are taken out of it under its lock in the
+//!   same critical section that marks it dead. A registration that takes the lock before
+//!   that step is run by teardown; one that takes it after gets `Err` and is never run.
+//! * `cancel` removes under the same lock, so it returns `true` iff the callback will
+//!   never run.
+//! * Callbacks run outside the lock, newest first, each under `catch_unwind`.
+//!
+//! Lock order: the global map lock and an entry lock are never held together, and no
+//! entry lock is held while callbacks run (they may take slot locks).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use crate::error::Error;
+use crate::sync::{Arc, AtomicBool, Mutex, Ordering};
+
+type Callback = Box<dyn FnOnce() + Send + 'static>;
+
+/// Process-wide callback counters (callbacks belong to runtimes, not to managers).
+pub(crate) mod counters {
+    use std::sync::atomic::AtomicU64;
+
+    pub(crate) static REGISTERED: AtomicU64 = AtomicU64::new(0);
+    pub(crate) static RUN: AtomicU64 = AtomicU64::new(0);
+    pub(crate) static PANICKED: AtomicU64 = AtomicU64::new(0);
+}
+
+/// One runtime's liveness token and teardown callbacks.
+#[doc(hidden)]
+pub struct RuntimeEntry {
+    /// Mirrors `state.alive` for lock-free checks on the `client()` fast path.
+    alive: AtomicBool,
+    state: Mutex<EntryState>,
+}
+
+struct EntryState {
+    alive: bool,
+    next_seq: u64,
+    callbacks: BTreeMap<u64, Callback>,
+}
+
+impl RuntimeEntry {
+    /// A new, live entry with no callbacks.
+    pub fn new() -> Self {
+        RuntimeEntry {
+            alive: AtomicBool::new(true),
+            state: Mutex::new(EntryState {
+                alive: true,
+                next_seq: 0,
+                callbacks: BTreeMap::new(),
+            }),
+        }
+    }
+
+    /// Whether teardown has not begun.
+    #[inline]
+    pub fn is_alive(&self) -> bool {
+        // Acquire pairs with the Release store in `teardown`: whoever sees `false` also
+        // sees everything teardown did before it.
+        self.alive.load(Ordering::Acquire)
+    }
+
+    /// Registers `f` to run at teardown. Fails, without ever running `f`, when
+    /// teardown has already begun.
+    pub fn register(
+        self: &Arc<Self>,
+        f: impl FnOnce() + Send + 'static,
+    ) -> Result<CleanupHandle, Error> {
+        let mut st = self.state.lock();
+        if !st.alive {
+            return Err(Error::runtime_gone());
+        }
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        st.callbacks.insert(seq, Box::new(f));
+        drop(st);
+        counters::REGISTERED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(CleanupHandle {
+            entry: Arc::clone(self),
+            seq,
+        })
+    }
+
+    /// Marks the entry dead and runs its callbacks, newest first, each isolated.
+    /// Returns how many ran; a second call runs nothing.
+    pub fn teardown(&self) -> usize {
+        let callbacks = {
+            let mut st = self.state.lock();
+            if !st.alive {
+                return 0;
+            }
+            st.alive = false;
+            // Release: see `is_alive`.
+            self.alive.store(false, Ordering::Release);
+            std::mem::take(&mut st.callbacks)
+        };
+        let n = callbacks.len();
+        for (_, cb) in callbacks.into_iter().rev() {
+            counters::RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(cb)) {
+                counters::PANICKED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let msg = panic_message(&*panic);
+                tracing::error!(panic = %msg, "runtime teardown callback panicked; the remaining callbacks still run");
+            }
+        }
+        n
+    }
+
+    fn cancel(&self, seq: u64) -> bool {
+        self.state.lock().callbacks.remove(&seq).is_some()
+    }
+
+    fn pending(&self) -> usize {
+        self.state.lock().callbacks.len()
+    }
+}
+
+impl Default for RuntimeEntry {
+    fn default() -> Self {
+        RuntimeEntry::new()
+    }
+}
+
+impl fmt::Debug for RuntimeEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RuntimeEntry")
+            .field("alive", &self.is_alive())
+            .field("pending_callbacks", &self.pending())
+            .finish()
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&'static str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+/// A registered teardown callback. Dropping it leaves the callback registered;
+/// [`cancel`](CleanupHandle::cancel) removes it.
+pub struct CleanupHandle {
+    entry: Arc<RuntimeEntry>,
+    seq: u64,
+}
+
+impl CleanupHandle {
+    /// Removes the callback. Returns `true` if it was removed before it ran (it will
+    /// never run), `false` if it has already run or is running now.
+    pub fn cancel(self) -> bool {
+        self.entry.cancel(self.seq)
+    }
+}
+
+impl fmt::Debug for CleanupHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CleanupHandle")
+            .field("seq", &self.seq)
+            .field("runtime_alive", &self.entry.is_alive())
+            .finish()
+    }
+}
+
+#[cfg(not(rtlocal_loom))]
+pub(crate) use registry::{entry_for, on_runtime_shutdown, on_runtime_shutdown_for};
+
+#[cfg(not(rtlocal_loom))]
+mod registry {
+    use std::collections::HashMap;
+    use std::sync::{Arc, LazyLock};
+
+    use tokio::runtime::{Handle, Id};
+
+    use super::{CleanupHandle, RuntimeEntry};
+    use crate::error::Error;
+
+    static ENTRIES: LazyLock<parking_lot::Mutex<HashMap<Id, Arc<RuntimeEntry>>>> =
+        LazyLock::new(Default::default);
+
+    /// Lives in a never-finishing task on its runtime; dropped when the runtime shuts down.
+    struct Sentinel {
+        id: Id,
+        entry: Arc<RuntimeEntry>,
+    }
+
+    impl Drop for Sentinel {
+        fn drop(&mut self) {
+            tracing::debug!(runtime = %self.id, "runtime torn down; running teardown callbacks");
+            // Unpublish first so a runtime that reuses the id gets a fresh entry.
+            {
+                let mut map = ENTRIES.lock();
+                if map
+                    .get(&self.id)
+                    .is_some_and(|e| Arc::ptr_eq(e, &self.entry))
+                {
+                    map.remove(&self.id);
+                }
+            }
+            self.entry.teardown();
+        }
+    }
+
+    /// The live entry of `handle`'s runtime, creating it (and its sentinel) on first use.
+    pub(crate) fn entry_for(handle: &Handle) -> Result<Arc<RuntimeEntry>, Error> {
+        let id = handle.id();
+        if let Some(e) = ENTRIES.lock().get(&id) {
+            if e.is_alive() {
+                return Ok(Arc::clone(e));
+            }
+        }
+        create(handle, id)
+    }
+
+    #[cold]
+    fn create(handle: &Handle, id: Id) -> Result<Arc<RuntimeEntry>, Error> {
+        let entry = Arc::new(RuntimeEntry::new());
+        let sentinel = Sentinel {
+            id,
+            entry: Arc::clone(&entry),
+        };
+        // Spawned before publishing and without the map lock held: on a runtime that is
+        // already shutting down the future is dropped inside `spawn`, the sentinel tears
+        // the entry down at once (taking the map lock), and we report the runtime gone.
+        drop(handle.spawn(async move {
+            let _sentinel = sentinel;
+            std::future::pending::<()>().await;
+        }));
+        let mut map = ENTRIES.lock();
+        if !entry.is_alive() {
+            return Err(Error::runtime_gone());
+        }
+        match map.get(&id) {
+            // Another thread won the race; its sentinel serves. Ours stays pending and
+            // tears down an empty entry when the runtime ends.
+            Some(existing) if existing.is_alive() => Ok(Arc::clone(existing)),
+            _ => {
+                map.insert(id, Arc::clone(&entry));
+                Ok(entry)
+            }
+        }
+    }
+
+    pub(crate) fn on_runtime_shutdown_for<F>(handle: &Handle, f: F) -> Result<CleanupHandle, Error>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        entry_for(handle)?.register(f)
+    }
+
+    pub(crate) fn on_runtime_shutdown<F>(f: F) -> Result<CleanupHandle, Error>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        let handle = Handle::try_current().map_err(|_| Error::no_runtime())?;
+        on_runtime_shutdown_for(&handle, f)
+    }
+}
+
+#[cfg(all(test, not(rtlocal_loom)))]
+mod tests {
+    use super::*;
+    use std::sync::Mutex as StdMutex;
+
+    #[test]
+    fn lifo_once_and_panic_isolated() {
+        let entry = Arc::new(RuntimeEntry::new());
+        let order = Arc::new(StdMutex::new(Vec::new()));
+        for i in 0..3 {
+            let order = Arc::clone(&order);
+            entry
+                .register(move || {
+                    order.lock().unwrap().push(i);
+                    if i == 1 {
+                        panic!("callback 1 fails");
+                    }
+                })
+                .unwrap();
+        }
+        assert_eq!(entry.teardown(), 3);
+        assert_eq!(*order.lock().unwrap(), vec![2, 1, 0]);
+        assert_eq!(entry.teardown(), 0);
+        assert!(!entry.is_alive());
+        assert!(entry.register(|| {}).unwrap_err().is_runtime_gone());
+    }
+
+    #[test]
+    fn cancel_is_truthful() {
+        let entry = Arc::new(RuntimeEntry::new());
+        let ran = Arc::new(AtomicBool::new(false));
+        let r = Arc::clone(&ran);
+        let h = entry
+            .register(move || r.store(true, Ordering::SeqCst))
+            .unwrap();
+        let h2 = entry.register(|| {}).unwrap();
+        assert!(h.cancel());
+        entry.teardown();
+        assert!(!ran.load(Ordering::SeqCst));
+        assert!(!h2.cancel());
+    }
+}
