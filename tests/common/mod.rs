@@ -1,0 +1,164 @@
+//! A real hyper server on 127.0.0.1 that counts accepted and open connections, so tests
+//! observe "closed" from the other end of the socket.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+
+/// Generous upper bound for anything a test waits on: a hang guard, not a timing.
+pub const HANG_GUARD: Duration = Duration::from_secs(20);
+
+#[derive(Default)]
+pub struct Counts {
+    pub accepted: AtomicUsize,
+    pub open: AtomicUsize,
+    pub requests: AtomicUsize,
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub counts: Arc<Counts>,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl TestServer {
+    /// Starts a server on its own runtime (independent of the clients' runtimes).
+    ///
+    /// Routes: `/` → "hello"; `/slow/MS` → "slow" after MS milliseconds;
+    /// `/echo` → the request body.
+    pub fn start() -> TestServer {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("test-server")
+            .enable_all()
+            .build()
+            .expect("server runtime");
+        let counts = Arc::new(Counts::default());
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let c = Arc::clone(&counts);
+        rt.spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                c.accepted.fetch_add(1, Ordering::SeqCst);
+                c.open.fetch_add(1, Ordering::SeqCst);
+                let c2 = Arc::clone(&c);
+                tokio::spawn(async move {
+                    let c3 = Arc::clone(&c2);
+                    let svc = service_fn(move |req| handle(req, Arc::clone(&c3)));
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                    c2.open.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        TestServer {
+            addr,
+            counts,
+            rt: Some(rt),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn open(&self) -> usize {
+        self.counts.open.load(Ordering::SeqCst)
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.counts.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the server sees `n` open connections (or the hang guard passes) and
+    /// returns what it sees then.
+    pub fn wait_open(&self, n: usize) -> usize {
+        let deadline = Instant::now() + HANG_GUARD;
+        while self.open() != n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.open()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    c: Arc<Counts>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    c.requests.fetch_add(1, Ordering::SeqCst);
+    let path = req.uri().path().to_owned();
+    if let Some(ms) = path.strip_prefix("/slow/") {
+        let ms: u64 = ms.parse().unwrap_or(100);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        return Ok(Response::new(Full::new(Bytes::from_static(b"slow"))));
+    }
+    if path == "/echo" {
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        return Ok(Response::new(Full::new(body)));
+    }
+    Ok(Response::new(Full::new(Bytes::from_static(b"hello"))))
+}
+
+/// Reads a response body whole.
+pub async fn text(resp: http::Response<rtlocal::ResponseBody>) -> String {
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .expect("read body")
+        .to_bytes();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+pub fn current_thread_rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Open file descriptors of this process.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Runs `fut` on a fresh current-thread runtime, failing the test if it exceeds the hang guard.
+pub fn block_on_guarded<F: std::future::Future>(rt: &tokio::runtime::Runtime, fut: F) -> F::Output {
+    rt.block_on(async {
+        tokio::time::timeout(HANG_GUARD, fut)
+            .await
+            .expect("hang guard: the operation did not finish")
+    })
+}
