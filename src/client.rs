@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::num::NonZeroU64;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use crate::body::{Body, ResponseBody};
 use crate::config::Config;
 use crate::connect::{ConnTracker, TrackingConnector, TrackingExecutor};
 use crate::error::{Error, Kind};
+use crate::lifecycle::{Lifecycle, Phase};
 use crate::manager::Shared;
 use crate::runtime::CleanupHandle;
 use crate::slot::SlotClient;
@@ -46,10 +47,6 @@ impl fmt::Display for ClientId {
         write!(f, "client-{}", self.0)
     }
 }
-
-const OPEN: u8 = 0;
-const CLOSING: u8 = 1;
-const CLOSED: u8 = 2;
 
 /// An HTTP client bound to the tokio runtime it was built on.
 ///
@@ -87,9 +84,8 @@ pub(crate) struct ClientInner {
     runtime: runtime::Id,
     hyper: HyperClient<TrackingConnector, Body>,
     tracker: Arc<ConnTracker>,
-    /// OPEN → CLOSING (draining) → CLOSED. SeqCst with `in_flight`: see `begin_request`.
-    state: AtomicU8,
-    in_flight: AtomicU64,
+    /// Open → closing (draining) → closed, and the requests in flight.
+    life: Lifecycle,
     drained: Notify,
     hook: parking_lot::Mutex<Option<CleanupHandle>>,
     manager: Weak<Shared>,
@@ -139,8 +135,7 @@ impl Client {
             runtime: handle.id(),
             hyper,
             tracker,
-            state: AtomicU8::new(OPEN),
-            in_flight: AtomicU64::new(0),
+            life: Lifecycle::new(),
             drained: Notify::new(),
             hook: parking_lot::Mutex::new(None),
             manager,
@@ -171,7 +166,7 @@ impl Client {
     /// Whether the client has not been closed. A closed client's requests are re-routed
     /// to the manager's current client.
     pub fn is_open(&self) -> bool {
-        self.inner.state.load(Ordering::Acquire) == OPEN
+        self.inner.life.phase() == Phase::Open
     }
 
     /// Sends a request.
@@ -239,47 +234,34 @@ impl Client {
     /// until `timeout`, then every connection is shut down on the wire.
     pub(crate) async fn close_graceful(&self, timeout: Duration) -> CloseOutcome {
         let inner = &self.inner;
-        // SeqCst: pairs with `begin_request` so a request either sees CLOSING and backs
-        // out, or is counted in `in_flight` before we read it.
-        let _ = inner
-            .state
-            .compare_exchange(OPEN, CLOSING, Ordering::SeqCst, Ordering::SeqCst);
-        if inner.state.load(Ordering::SeqCst) == CLOSED {
+        inner.life.begin_close();
+        if inner.life.phase() == Phase::Closed {
             return CloseOutcome::default();
         }
         let drained = tokio::time::timeout(timeout, inner.wait_drained())
             .await
             .is_ok();
-        let cut = if drained {
-            0
-        } else {
-            inner.in_flight.load(Ordering::SeqCst)
-        };
-        let closed_now = inner.shut(cut > 0, "closed");
+        let (closed_now, cut) = inner.shut(if drained { "closed" } else { "deadline" });
         CloseOutcome {
             closed_now,
             forced: closed_now && cut > 0,
-            cut: if closed_now { cut } else { 0 },
+            cut,
         }
     }
 
     /// Stops new requests (they are re-routed) without waiting for anything.
     pub(crate) fn begin_close(&self) {
-        let _ =
-            self.inner
-                .state
-                .compare_exchange(OPEN, CLOSING, Ordering::SeqCst, Ordering::SeqCst);
+        self.inner.life.begin_close();
     }
 
     /// Closes at once, cutting whatever is in flight. Returns whether this call closed it.
     pub(crate) fn close_now(&self, why: &'static str) -> bool {
-        let forced = self.inner.in_flight.load(Ordering::SeqCst) > 0;
-        self.inner.shut(forced, why)
+        self.inner.shut(why).0
     }
 
     pub(crate) fn set_hook(&self, hook: CleanupHandle) {
         let mut slot = self.inner.hook.lock();
-        if self.inner.state.load(Ordering::SeqCst) == CLOSED {
+        if self.inner.life.phase() == Phase::Closed {
             drop(slot);
             hook.cancel();
         } else {
@@ -297,9 +279,7 @@ impl ClientInner {
     /// Counts a request in flight, unless the client is closing.
     #[inline]
     fn begin_request(self: &Arc<Self>) -> Option<InFlight> {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        if self.state.load(Ordering::SeqCst) != OPEN {
-            self.end_request();
+        if !self.life.begin_request() {
             return None;
         }
         Counters::inc(&self.counters.requests_started);
@@ -310,9 +290,7 @@ impl ClientInner {
     }
 
     fn end_request(&self) {
-        if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1
-            && self.state.load(Ordering::SeqCst) != OPEN
-        {
+        if self.life.end_request() {
             self.drained.notify_waiters();
         }
     }
@@ -322,7 +300,7 @@ impl ClientInner {
             let notified = self.drained.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.in_flight.load(Ordering::SeqCst) == 0 {
+            if self.life.in_flight() == 0 {
                 return;
             }
             notified.await;
@@ -348,11 +326,14 @@ impl ClientInner {
         }
     }
 
-    /// The one place a client becomes CLOSED: connections shut, hook cancelled, counted.
-    fn shut(&self, forced: bool, why: &'static str) -> bool {
-        if self.state.swap(CLOSED, Ordering::SeqCst) == CLOSED {
-            return false;
+    /// The one place a client becomes closed: connections shut, hook cancelled, counted.
+    /// Returns whether this call closed it, and how many requests it cut.
+    fn shut(&self, why: &'static str) -> (bool, u64) {
+        let (first, cut) = self.life.finish_close();
+        if !first {
+            return (false, 0);
         }
+        let forced = cut > 0;
         self.tracker.close();
         if let Some(hook) = self.hook.lock().take() {
             hook.cancel();
@@ -364,13 +345,13 @@ impl ClientInner {
             tracing::warn!(
                 client = %self.id,
                 runtime = %self.runtime,
-                in_flight = self.in_flight.load(Ordering::SeqCst),
+                in_flight = cut,
                 "client close forced: requests still in flight were cut"
             );
         } else {
             tracing::debug!(client = %self.id, runtime = %self.runtime, reason = why, "client closed");
         }
-        true
+        (true, cut)
     }
 }
 
@@ -378,7 +359,7 @@ impl Drop for ClientInner {
     fn drop(&mut self) {
         // Last handle gone without a close (e.g. the manager was dropped): shut the
         // connections so nothing outlives the client.
-        self.shut(false, "dropped");
+        self.shut("dropped");
     }
 }
 
@@ -395,16 +376,16 @@ impl SlotClient for Client {
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match self.inner.state.load(Ordering::Acquire) {
-            OPEN => "open",
-            CLOSING => "closing",
-            _ => "closed",
+        let state = match self.inner.life.phase() {
+            Phase::Open => "open",
+            Phase::Closing => "closing",
+            Phase::Closed => "closed",
         };
         f.debug_struct("Client")
             .field("id", &self.inner.id)
             .field("runtime", &self.inner.runtime)
             .field("state", &state)
-            .field("in_flight", &self.inner.in_flight.load(Ordering::Relaxed))
+            .field("in_flight", &self.inner.life.in_flight())
             .field("open_sockets", &self.open_sockets())
             .finish()
     }

@@ -83,6 +83,7 @@ impl Error {
 
     /// Classifies a hyper-util client error: connect failures, timeouts found in the
     /// source chain, and everything else as a request error.
+    #[cfg(not(rtlocal_loom))]
     pub(crate) fn from_client(err: hyper_util::client::legacy::Error) -> Self {
         if err.is_connect() {
             let kind = if chain_has_timeout(&err) {
@@ -149,6 +150,7 @@ impl Error {
     }
 }
 
+#[cfg(not(rtlocal_loom))]
 fn chain_has_timeout(err: &(dyn StdError + 'static)) -> bool {
     let mut cur = Some(err);
     while let Some(e) = cur {
@@ -162,6 +164,7 @@ fn chain_has_timeout(err: &(dyn StdError + 'static)) -> bool {
     false
 }
 
+#[cfg(not(rtlocal_loom))]
 fn chain_is_closed_client(err: &(dyn StdError + 'static)) -> bool {
     let mut cur = Some(err);
     while let Some(e) = cur {

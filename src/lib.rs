@@ -52,85 +52,105 @@
     unreachable_pub,
     clippy::undocumented_unsafe_blocks
 )]
+// Under the loom cfg only the modelled modules are built; helpers they share with the
+// tokio side go unused there.
+#![cfg_attr(rtlocal_loom, allow(dead_code))]
 
+#[cfg(not(rtlocal_loom))]
 mod body;
+#[cfg(not(rtlocal_loom))]
 mod client;
+#[cfg(not(rtlocal_loom))]
 mod config;
+#[cfg(not(rtlocal_loom))]
 mod connect;
 mod error;
+// `pub` items here are re-exported to the loom models under `rtlocal_loom`.
+#[allow(unreachable_pub)]
+mod lifecycle;
+#[cfg(not(rtlocal_loom))]
 mod manager;
 // `pub` items in these two are re-exported to the loom models under `rtlocal_loom`.
 #[allow(unreachable_pub)]
 mod runtime;
 #[allow(unreachable_pub)]
 mod slot;
+#[cfg(not(rtlocal_loom))]
 mod stats;
 mod sync;
 
-use std::sync::LazyLock;
-
-pub use body::{Body, ResponseBody};
-pub use client::{Client, ClientId};
-pub use config::Builder;
+#[cfg(not(rtlocal_loom))]
+pub use api::*;
 pub use error::Error;
-pub use manager::HttpClientManager;
 pub use runtime::CleanupHandle;
-pub use stats::{CloseReport, Stats};
 
 /// Internals exposed only for the loom models in `loom-tests/`. Not part of the API.
 #[cfg(rtlocal_loom)]
 #[doc(hidden)]
 pub mod __loom {
+    pub use crate::lifecycle::{Lifecycle, Phase};
     pub use crate::runtime::{CleanupHandle, RuntimeEntry};
     pub use crate::slot::{
         Acquire, BindingKey, Completion, Lease, Outcome, PublishError, Slot, SlotClient,
     };
 }
 
-static DEFAULT: LazyLock<HttpClientManager> = LazyLock::new(HttpClientManager::new);
+#[cfg(not(rtlocal_loom))]
+mod api {
+    use std::sync::LazyLock;
 
-/// The process-wide default manager, used by [`client`].
-pub fn default_manager() -> &'static HttpClientManager {
-    &DEFAULT
-}
+    pub use crate::body::{Body, ResponseBody};
+    pub use crate::client::{Client, ClientId};
+    pub use crate::config::Builder;
+    pub use crate::manager::HttpClientManager;
+    pub use crate::stats::{CloseReport, Stats};
+    use crate::{CleanupHandle, Error, runtime};
 
-/// The default manager's client for this thread and the runtime it is running on.
-///
-/// # Errors
-/// [`Error::is_no_runtime`] at once when called outside a tokio runtime.
-pub async fn client() -> Result<Client, Error> {
-    DEFAULT.client().await
-}
+    static DEFAULT: LazyLock<HttpClientManager> = LazyLock::new(HttpClientManager::new);
 
-/// Registers `f` to run when the current runtime is torn down (dropped,
-/// `shutdown_background` or `shutdown_timeout`).
-///
-/// Callbacks run exactly once, newest first, each under `catch_unwind` (a panic is logged
-/// with `tracing::error!` and counted in [`Stats::callbacks_panicked`], never propagated
-/// into the runtime's drop). They run on the thread that drops a `current_thread` runtime,
-/// and on a worker thread for a `multi_thread` one: keep them synchronous and quick.
-///
-/// # Errors
-/// [`Error::is_no_runtime`] outside a runtime; [`Error::is_runtime_gone`] when the runtime
-/// is already shutting down (the callback will never run).
-pub fn on_runtime_shutdown<F>(f: F) -> Result<CleanupHandle, Error>
-where
-    F: FnOnce() + Send + 'static,
-{
-    runtime::on_runtime_shutdown(f)
-}
+    /// The process-wide default manager, used by [`client`].
+    pub fn default_manager() -> &'static HttpClientManager {
+        &DEFAULT
+    }
 
-/// Like [`on_runtime_shutdown`], for the runtime behind `handle`.
-///
-/// # Errors
-/// [`Error::is_runtime_gone`] when that runtime is already shutting down (the callback
-/// will never run).
-pub fn on_runtime_shutdown_for<F>(
-    handle: &tokio::runtime::Handle,
-    f: F,
-) -> Result<CleanupHandle, Error>
-where
-    F: FnOnce() + Send + 'static,
-{
-    runtime::on_runtime_shutdown_for(handle, f)
+    /// The default manager's client for this thread and the runtime it is running on.
+    ///
+    /// # Errors
+    /// [`Error::is_no_runtime`] at once when called outside a tokio runtime.
+    pub async fn client() -> Result<Client, Error> {
+        DEFAULT.client().await
+    }
+
+    /// Registers `f` to run when the current runtime is torn down (dropped,
+    /// `shutdown_background` or `shutdown_timeout`).
+    ///
+    /// Callbacks run exactly once, newest first, each under `catch_unwind` (a panic is logged
+    /// with `tracing::error!` and counted in [`Stats::callbacks_panicked`], never propagated
+    /// into the runtime's drop). They run on the thread that drops a `current_thread` runtime,
+    /// and on a worker thread for a `multi_thread` one: keep them synchronous and quick.
+    ///
+    /// # Errors
+    /// [`Error::is_no_runtime`] outside a runtime; [`Error::is_runtime_gone`] when the runtime
+    /// is already shutting down (the callback will never run).
+    pub fn on_runtime_shutdown<F>(f: F) -> Result<CleanupHandle, Error>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        runtime::on_runtime_shutdown(f)
+    }
+
+    /// Like [`on_runtime_shutdown`], for the runtime behind `handle`.
+    ///
+    /// # Errors
+    /// [`Error::is_runtime_gone`] when that runtime is already shutting down (the callback
+    /// will never run).
+    pub fn on_runtime_shutdown_for<F>(
+        handle: &tokio::runtime::Handle,
+        f: F,
+    ) -> Result<CleanupHandle, Error>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        runtime::on_runtime_shutdown_for(handle, f)
+    }
 }

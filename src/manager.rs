@@ -13,7 +13,7 @@ use crate::client::Client;
 use crate::config::{Builder, Config};
 use crate::error::Error;
 use crate::runtime::{RuntimeEntry, entry_for};
-use crate::slot::{Acquire, BindingKey, Outcome, PublishError, Slot};
+use crate::slot::{Acquire, BindingKey, Completion, Outcome, PublishError, Slot};
 use crate::stats::{CloseReport, Counters, Stats};
 
 /// What a slot's client is bound to: a runtime (id + liveness token) and a thread.
@@ -244,7 +244,7 @@ impl Shared {
             };
             let lease = match slot.acquire(key.clone()) {
                 Acquire::Hit(client) => return Ok(client),
-                Acquire::Wait(done) => match done.wait().await {
+                Acquire::Wait(done) => match Completion::wait(done).await {
                     Outcome::Ready(client) => return Ok(client),
                     Outcome::Failed(e) => return Err(e),
                     Outcome::Retry => continue,
@@ -289,7 +289,7 @@ impl Shared {
         let weak_slot = Arc::downgrade(slot);
         let weak_shared = Arc::downgrade(self);
         let id = client.id();
-        let hook = key.entry.register(move || {
+        let hook = RuntimeEntry::register(&key.entry, move || {
             let released = weak_client
                 .upgrade()
                 .is_some_and(|inner| Client { inner }.close_now("runtime torn down"));

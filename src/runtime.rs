@@ -73,10 +73,10 @@ impl RuntimeEntry {
     /// Registers `f` to run at teardown. Fails, without ever running `f`, when
     /// teardown has already begun.
     pub fn register(
-        self: &Arc<Self>,
+        this: &Arc<Self>,
         f: impl FnOnce() + Send + 'static,
     ) -> Result<CleanupHandle, Error> {
-        let mut st = self.state.lock();
+        let mut st = this.state.lock();
         if !st.alive {
             return Err(Error::runtime_gone());
         }
@@ -86,7 +86,7 @@ impl RuntimeEntry {
         drop(st);
         counters::REGISTERED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(CleanupHandle {
-            entry: Arc::clone(self),
+            entry: Arc::clone(this),
             seq,
         })
     }
@@ -180,12 +180,13 @@ pub(crate) use registry::{entry_for, on_runtime_shutdown, on_runtime_shutdown_fo
 #[cfg(not(rtlocal_loom))]
 mod registry {
     use std::collections::HashMap;
-    use std::sync::{Arc, LazyLock};
+    use std::sync::LazyLock;
 
     use tokio::runtime::{Handle, Id};
 
     use super::{CleanupHandle, RuntimeEntry};
     use crate::error::Error;
+    use crate::sync::Arc;
 
     static ENTRIES: LazyLock<parking_lot::Mutex<HashMap<Id, Arc<RuntimeEntry>>>> =
         LazyLock::new(Default::default);
@@ -257,7 +258,7 @@ mod registry {
     where
         F: FnOnce() + Send + 'static,
     {
-        entry_for(handle)?.register(f)
+        RuntimeEntry::register(&entry_for(handle)?, f)
     }
 
     pub(crate) fn on_runtime_shutdown<F>(f: F) -> Result<CleanupHandle, Error>
@@ -280,20 +281,23 @@ mod tests {
         let order = Arc::new(StdMutex::new(Vec::new()));
         for i in 0..3 {
             let order = Arc::clone(&order);
-            entry
-                .register(move || {
-                    order.lock().unwrap().push(i);
-                    if i == 1 {
-                        panic!("callback 1 fails");
-                    }
-                })
-                .unwrap();
+            RuntimeEntry::register(&entry, move || {
+                order.lock().unwrap().push(i);
+                if i == 1 {
+                    panic!("callback 1 fails");
+                }
+            })
+            .unwrap();
         }
         assert_eq!(entry.teardown(), 3);
         assert_eq!(*order.lock().unwrap(), vec![2, 1, 0]);
         assert_eq!(entry.teardown(), 0);
         assert!(!entry.is_alive());
-        assert!(entry.register(|| {}).unwrap_err().is_runtime_gone());
+        assert!(
+            RuntimeEntry::register(&entry, || {})
+                .unwrap_err()
+                .is_runtime_gone()
+        );
     }
 
     #[test]
@@ -301,10 +305,8 @@ mod tests {
         let entry = Arc::new(RuntimeEntry::new());
         let ran = Arc::new(AtomicBool::new(false));
         let r = Arc::clone(&ran);
-        let h = entry
-            .register(move || r.store(true, Ordering::SeqCst))
-            .unwrap();
-        let h2 = entry.register(|| {}).unwrap();
+        let h = RuntimeEntry::register(&entry, move || r.store(true, Ordering::SeqCst)).unwrap();
+        let h2 = RuntimeEntry::register(&entry, || {}).unwrap();
         assert!(h.cancel());
         entry.teardown();
         assert!(!ran.load(Ordering::SeqCst));

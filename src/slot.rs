@@ -91,6 +91,16 @@ pub enum Acquire<'a, C: SlotClient, K: BindingKey, E: Clone> {
     Wait(Arc<Completion<Outcome<C, E>>>),
 }
 
+impl<C: SlotClient, K: BindingKey, E: Clone> fmt::Debug for Acquire<'_, C, K, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Acquire::Hit(_) => "Acquire::Hit",
+            Acquire::Lead(_) => "Acquire::Lead",
+            Acquire::Wait(_) => "Acquire::Wait",
+        })
+    }
+}
+
 /// Why [`Lease::publish_with`] did not publish.
 #[doc(hidden)]
 #[derive(Debug)]
@@ -375,8 +385,8 @@ impl<T: Clone> Completion<T> {
     }
 
     /// Waits for the value.
-    pub fn wait(self: Arc<Self>) -> Wait<T> {
-        Wait { completion: self }
+    pub fn wait(this: Arc<Self>) -> Wait<T> {
+        Wait { completion: this }
     }
 }
 

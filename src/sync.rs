@@ -9,7 +9,7 @@
 #[cfg(not(rtlocal_loom))]
 mod imp {
     pub(crate) use std::sync::Arc;
-    pub(crate) use std::sync::atomic::{AtomicBool, Ordering};
+    pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     /// A mutex whose `lock` never fails (no poisoning), with the same API under loom.
     #[derive(Debug, Default)]
@@ -32,7 +32,7 @@ mod imp {
 #[cfg(rtlocal_loom)]
 mod imp {
     pub(crate) use loom::sync::Arc;
-    pub(crate) use loom::sync::atomic::{AtomicBool, Ordering};
+    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     /// loom's mutex behind the same never-failing `lock` as the production one.
     #[derive(Debug)]
