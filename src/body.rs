@@ -198,7 +198,7 @@ impl http_body::Body for ResponseBody {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(rtlocal_loom)))]
 mod tests {
     use super::*;
     use http_body::Body as _;

@@ -228,7 +228,7 @@ impl StdError for Error {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(rtlocal_loom)))]
 mod tests {
     use super::*;
 
