@@ -177,10 +177,16 @@ impl http_body::Body for ResponseBody {
                 Poll::Ready(Some(Ok(frame)))
             }
             Some(Err(e)) => {
+                let cut = this.in_flight.as_ref().is_some_and(InFlight::client_closed);
                 if let Some(f) = this.in_flight.take() {
                     f.failed();
                 }
-                Poll::Ready(Some(Err(Error::with_source(Kind::Body, e))))
+                let err = if cut {
+                    Error::cut(e)
+                } else {
+                    Error::with_source(Kind::Body, e)
+                };
+                Poll::Ready(Some(Err(err)))
             }
             None => {
                 this.in_flight = None;

@@ -200,7 +200,11 @@ impl Client {
         // a few attempts settle that, and the error after them is honest.
         for _ in 0..3 {
             let Some(manager) = self.inner.manager.upgrade() else {
-                return Err(Error::new(Kind::Closed));
+                return Err(Error::with_detail(
+                    Kind::Closed,
+                    "its manager is gone, so the request cannot be re-routed: get a client \
+                     from a live manager",
+                ));
             };
             let fresh = Shared::client(&manager).await?;
             if let Some(guard) = fresh.inner.begin_request() {
@@ -321,6 +325,9 @@ impl ClientInner {
             Ok(resp) => Ok(resp.map(|b| ResponseBody::new(b, guard))),
             Err(e) => {
                 guard.failed();
+                if self.life.phase() == Phase::Closed {
+                    return Err(Error::cut(e));
+                }
                 Err(Error::from_client(e))
             }
         }
@@ -399,6 +406,11 @@ pub(crate) struct InFlight {
 impl InFlight {
     pub(crate) fn failed(self) {
         Counters::inc(&self.inner.counters.requests_failed);
+    }
+
+    /// Whether the client this request belongs to was closed under it.
+    pub(crate) fn client_closed(&self) -> bool {
+        self.inner.life.phase() == Phase::Closed
     }
 }
 

@@ -130,6 +130,7 @@ impl ConnTracker {
             st.closed = true;
             for (_, raw) in st.sockets.drain() {
                 shutdown_socket(raw);
+                Counters::dec(&self.counters.connections_open);
             }
             std::mem::take(&mut st.tasks)
         };
@@ -232,9 +233,11 @@ pub(crate) struct TrackedIo {
 
 impl Drop for TrackedIo {
     fn drop(&mut self) {
-        // Before `io` (and its fd) is dropped: see the module docs.
-        self.tracker.state.lock().sockets.remove(&self.id);
-        Counters::dec(&self.tracker.counters.connections_open);
+        // Before `io` (and its fd) is dropped: see the module docs. A socket that `close`
+        // already shut down was uncounted there.
+        if self.tracker.state.lock().sockets.remove(&self.id).is_some() {
+            Counters::dec(&self.tracker.counters.connections_open);
+        }
     }
 }
 

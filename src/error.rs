@@ -30,6 +30,7 @@ pub(crate) enum Kind {
     NoRuntime,
     RuntimeGone,
     Closed,
+    ShutDown,
     Connect,
     Timeout,
     Request,
@@ -77,6 +78,25 @@ impl Error {
         Error::new(Kind::RuntimeGone)
     }
 
+    pub(crate) fn shut_down() -> Self {
+        Error::new(Kind::ShutDown)
+    }
+
+    /// A request or body read that failed because its client was force-closed under it.
+    pub(crate) fn cut(source: impl Into<BoxError>) -> Self {
+        Error {
+            inner: Arc::new(Inner {
+                kind: Kind::Closed,
+                detail: Some(
+                    "the request was cut because its client was force-closed (close deadline \
+                     passed, or its runtime was torn down)"
+                        .to_owned(),
+                ),
+                source: Some(source.into()),
+            }),
+        }
+    }
+
     pub(crate) fn config(detail: impl Into<String>) -> Self {
         Error::with_detail(Kind::Config, detail)
     }
@@ -113,10 +133,15 @@ impl Error {
         self.inner.kind == Kind::RuntimeGone
     }
 
-    /// The client was closed (by `close_all`, a runtime change or a runtime teardown)
-    /// and the request could not be re-routed to a fresh one.
+    /// The request was cut by a forced close of its client, or the client was closed and
+    /// the request could not be re-routed to a fresh one (its manager is gone).
     pub fn is_closed(&self) -> bool {
         self.inner.kind == Kind::Closed
+    }
+
+    /// The manager was shut down: it hands out no more clients.
+    pub fn is_shut_down(&self) -> bool {
+        self.inner.kind == Kind::ShutDown
     }
 
     /// Connecting to the server failed (refused, unreachable, DNS, ...).
@@ -186,9 +211,10 @@ impl fmt::Display for Error {
             Kind::RuntimeGone => {
                 "the tokio runtime is shutting down or gone: use a runtime that is still running"
             }
-            Kind::Closed => {
-                "the client was closed and its manager is gone: get a new client from a live \
-                 manager"
+            Kind::Closed => "the client was closed",
+            Kind::ShutDown => {
+                "the manager is shut down: it hands out no more clients (build a new manager \
+                 if work must go on)"
             }
             Kind::Connect => "could not connect to the server",
             Kind::Timeout => "a deadline passed before the operation finished",

@@ -91,7 +91,7 @@ pub mod __loom {
     pub use crate::lifecycle::{Lifecycle, Phase};
     pub use crate::runtime::{CleanupHandle, RuntimeEntry};
     pub use crate::slot::{
-        Acquire, BindingKey, Completion, Lease, Outcome, PublishError, Slot, SlotClient,
+        Acquire, BindingKey, Completion, Lease, Outcome, PublishError, Retire, Slot, SlotClient,
     };
 }
 

@@ -2,8 +2,13 @@
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use thread_local::ThreadLocal;
 use tokio::runtime::{self, Handle};
@@ -11,9 +16,9 @@ use tokio::time::Instant;
 
 use crate::client::Client;
 use crate::config::{Builder, Config};
-use crate::error::Error;
+use crate::error::{Error, Kind};
 use crate::runtime::{RuntimeEntry, entry_for};
-use crate::slot::{Acquire, BindingKey, Completion, Outcome, PublishError, Slot};
+use crate::slot::{Acquire, BindingKey, Completion, Lease, Outcome, PublishError, Retire, Slot};
 use crate::stats::{CloseReport, Counters, Stats};
 
 /// What a slot's client is bound to: a runtime (id + liveness token) and a thread.
@@ -144,6 +149,7 @@ pub struct HttpClientManager {
 
 pub(crate) struct Shared {
     slots: ThreadLocal<Arc<ManagedSlot>>,
+    shut_down: AtomicBool,
     config: Config,
     counters: Arc<Counters>,
 }
@@ -163,6 +169,7 @@ impl HttpClientManager {
         HttpClientManager {
             shared: Arc::new(Shared {
                 slots: ThreadLocal::new(),
+                shut_down: AtomicBool::new(false),
                 config,
                 counters: Arc::new(Counters::default()),
             }),
@@ -185,15 +192,62 @@ impl HttpClientManager {
         Shared::client(&self.shared).await
     }
 
-    /// Closes every thread's client and waits (up to the close timeout) for their
-    /// in-flight requests. The manager stays usable: the next `client()` builds anew.
+    /// Closes every thread's client — including those whose runtime is idle or gone —
+    /// and waits up to the close timeout for their in-flight requests; then forces the
+    /// rest shut on the wire. The manager stays usable: the next `client()` builds anew.
+    ///
+    /// Safe to call concurrently and repeatedly: each call reports what it closed.
     pub async fn close_all(&self) -> CloseReport {
-        self.shared.close_all().await
+        let report = self
+            .shared
+            .close_slots(self.shared.config.close_timeout)
+            .await;
+        tracing::debug!(%report, "close_all finished");
+        report
+    }
+
+    /// Shuts the manager down: from now on `client()` fails with
+    /// [`Error::is_shut_down`]; every thread's client stops taking requests, in-flight
+    /// requests may finish until `timeout`, then the rest are cut and every connection is
+    /// shut down on the wire — across every thread's slot, including slots whose runtime
+    /// is idle or gone.
+    ///
+    /// Idempotent and safe to call concurrently: a later call closes whatever is left and
+    /// reports only that. A request racing the call may still be handed a client that
+    /// the shutdown then closes; it is cut like any other in-flight request.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    ///
+    /// let manager = rtlocal::HttpClientManager::new();
+    /// let _client = manager.client().await.unwrap();
+    /// let report = manager.shutdown(Duration::from_secs(5)).await;
+    /// assert_eq!(report.closed, 1);
+    /// assert!(manager.client().await.unwrap_err().is_shut_down());
+    /// println!("{report}");
+    /// # }
+    /// ```
+    pub async fn shutdown(&self, timeout: Duration) -> CloseReport {
+        // SeqCst: ordered before the slot scan below, so every publish that does not see
+        // the flag finishes before its slot can be retired (they share the slot lock).
+        self.shared.shut_down.store(true, Ordering::SeqCst);
+        let report = self.shared.close_slots(timeout).await;
+        tracing::debug!(%report, "shutdown finished");
+        report
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) has been called.
+    pub fn is_shut_down(&self) -> bool {
+        self.shared.shut_down.load(Ordering::Acquire)
     }
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
-        self.shared.counters.snapshot()
+        self.shared.counters.snapshot(self.shared.slot_count())
     }
 }
 
@@ -235,6 +289,9 @@ impl Shared {
         slot: Arc<ManagedSlot>,
         token: u64,
     ) -> Result<Client, Error> {
+        if self.shut_down.load(Ordering::Acquire) {
+            return Err(Error::shut_down());
+        }
         watch_thread_exit(&slot, token);
         loop {
             let key = Binding {
@@ -279,6 +336,11 @@ impl Shared {
         key: &Binding,
         slot: &Arc<ManagedSlot>,
     ) -> Result<Client, Error> {
+        // Checked under the slot lock: a shutdown's scan either sees this slot's new
+        // client or this check sees the flag.
+        if self.shut_down.load(Ordering::SeqCst) {
+            return Err(Error::shut_down());
+        }
         let client = Client::build(
             &self.config,
             handle.clone(),
@@ -306,41 +368,103 @@ impl Shared {
         Ok(client)
     }
 
-    async fn close_all(&self) -> CloseReport {
+    /// Closes every slot's client: `close_all` and `shutdown` share this.
+    ///
+    /// All clients are marked closing first, so they drain together against one deadline;
+    /// slots caught mid-replacement are waited for (within the deadline) and then
+    /// retired, or force-cleared when the deadline passes. A panic while closing one
+    /// client is recorded and the rest still close.
+    async fn close_slots(&self, timeout: Duration) -> CloseReport {
         let start = Instant::now();
-        let deadline = start + self.config.close_timeout;
+        let deadline = start + timeout;
         let mut report = CloseReport::default();
         let mut retiring = Vec::new();
+        let mut busy = Vec::new();
         for slot in self.slots.iter() {
             match slot.retire() {
-                Some(lease) => {
-                    if let Some(client) = lease.stale().cloned() {
-                        // Marked closing before any is waited on, so all drain together
-                        // against one deadline.
-                        client.begin_close();
-                        retiring.push((client, lease));
-                    }
+                Retire::Lease(lease) => retiring.push(begin_retire(lease)),
+                Retire::Busy(done) => busy.push((slot, done)),
+                Retire::Empty => {}
+            }
+        }
+        while let Some((slot, done)) = busy.pop() {
+            report.waited_for_replacement += 1;
+            let waited = tokio::time::timeout_at(deadline, Completion::wait(done)).await;
+            if waited.is_err() {
+                // The replacement's leader is stuck (e.g. its runtime is idle).
+                if slot.force_clear() {
+                    report.closed += 1;
+                    report.forced += 1;
                 }
-                None if slot.is_replacing() => report.busy += 1,
-                None => {}
+                continue;
+            }
+            match slot.retire() {
+                Retire::Lease(lease) => retiring.push(begin_retire(lease)),
+                Retire::Busy(done) => busy.push((slot, done)),
+                Retire::Empty => {}
             }
         }
         for (client, lease) in retiring {
             let left = deadline.saturating_duration_since(Instant::now());
-            let outcome = client
-                .close_graceful(left.max(std::time::Duration::from_millis(1)))
-                .await;
+            let closing = client.close_graceful(left.max(Duration::from_millis(1)));
+            match CatchUnwind(Box::pin(closing)).await {
+                Ok(outcome) => {
+                    if outcome.closed_now {
+                        report.closed += 1;
+                    }
+                    if outcome.forced {
+                        report.forced += 1;
+                        report.in_flight_cut += outcome.cut;
+                    }
+                }
+                Err(msg) => {
+                    tracing::warn!(client = %client.id(), panic = %msg, "closing a client panicked; its connections are forced shut");
+                    client.close_now("close panicked");
+                    report.failed.push(Error::with_detail(
+                        Kind::Closed,
+                        format!("closing {} panicked: {msg}", client.id()),
+                    ));
+                }
+            }
             lease.finish_empty();
-            if outcome.closed_now {
-                report.closed += 1;
-            }
-            if outcome.forced {
-                report.forced += 1;
-                report.in_flight_cut += outcome.cut;
-            }
         }
         report.elapsed = start.elapsed();
-        tracing::debug!(%report, "close_all finished");
         report
+    }
+
+    fn slot_count(&self) -> u64 {
+        self.slots.iter().count() as u64
+    }
+}
+
+/// Marks the lease's client closing (no new requests) and pairs the two up.
+fn begin_retire(
+    lease: Lease<'_, Client, Binding, Error>,
+) -> (Client, Lease<'_, Client, Binding, Error>) {
+    let client = lease
+        .stale()
+        .cloned()
+        .expect("a retirement lease always carries the client it retires");
+    client.begin_close();
+    (client, lease)
+}
+
+/// Polls a future, turning a panic into `Err(message)`.
+struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let fut = self.0.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(p) => Poll::Ready(Err(p
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic payload".to_owned()))),
+        }
     }
 }

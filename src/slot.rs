@@ -101,6 +101,27 @@ impl<C: SlotClient, K: BindingKey, E: Clone> fmt::Debug for Acquire<'_, C, K, E>
     }
 }
 
+/// What [`Slot::retire`] found.
+#[doc(hidden)]
+pub enum Retire<'a, C: SlotClient, K: BindingKey, E: Clone> {
+    /// Close the lease's stale client, then finish the lease.
+    Lease(Lease<'a, C, K, E>),
+    /// A replacement is under way; await it and retire again.
+    Busy(Arc<Completion<Outcome<C, E>>>),
+    /// Nothing to close.
+    Empty,
+}
+
+impl<C: SlotClient, K: BindingKey, E: Clone> fmt::Debug for Retire<'_, C, K, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Retire::Lease(_) => "Retire::Lease",
+            Retire::Busy(_) => "Retire::Busy",
+            Retire::Empty => "Retire::Empty",
+        })
+    }
+}
+
 /// Why [`Lease::publish_with`] did not publish.
 #[doc(hidden)]
 #[derive(Debug)]
@@ -173,16 +194,19 @@ impl<C: SlotClient, K: BindingKey, E: Clone> Slot<C, K, E> {
         })
     }
 
-    /// Begins retiring the current client (for `close_all`): the caller closes
-    /// [`Lease::stale`] and then calls [`Lease::finish_empty`]. `None` when the slot is
-    /// empty or a replacement is already under way (its leader closes the stale client).
-    pub fn retire(&self) -> Option<Lease<'_, C, K, E>> {
+    /// Begins retiring the current client (for `close_all` and `shutdown`): on
+    /// [`Retire::Lease`] the caller closes [`Lease::stale`] and then calls
+    /// [`Lease::finish_empty`]; on [`Retire::Busy`] a replacement is under way: wait for
+    /// it and ask again.
+    pub fn retire(&self) -> Retire<'_, C, K, E> {
         let mut st = self.state.lock();
         let (client, key) = match std::mem::replace(&mut *st, State::Empty) {
             State::Ready { client, key } => (client, key),
-            other => {
-                *st = other;
-                return None;
+            State::Empty => return Retire::Empty,
+            State::Replacing { key, stale, done } => {
+                let busy = Arc::clone(&done);
+                *st = State::Replacing { key, stale, done };
+                return Retire::Busy(busy);
             }
         };
         let done = Arc::new(Completion::new());
@@ -191,12 +215,39 @@ impl<C: SlotClient, K: BindingKey, E: Clone> Slot<C, K, E> {
             stale: Some(client.clone()),
             done: Arc::clone(&done),
         };
-        Some(Lease {
+        Retire::Lease(Lease {
             slot: self,
             done,
             stale: Some(client),
             finished: false,
         })
+    }
+
+    /// Force-closes whatever client the slot holds (ready, or stale under replacement),
+    /// empties it and tells waiters to retry. For a shutdown whose deadline passed while a
+    /// replacement was stuck. Returns whether a client was closed by this call.
+    pub fn force_clear(&self) -> bool {
+        let mut st = self.state.lock();
+        let (closed, done) = match std::mem::replace(&mut *st, State::Empty) {
+            State::Empty => (false, None),
+            State::Ready { client, .. } => {
+                let open = client.is_open();
+                client.force_close();
+                (open, None)
+            }
+            State::Replacing { stale, done, .. } => {
+                let open = stale.as_ref().is_some_and(C::is_open);
+                if let Some(s) = &stale {
+                    s.force_close();
+                }
+                (open, Some(done))
+            }
+        };
+        drop(st);
+        if let Some(done) = done {
+            done.complete(Outcome::Retry);
+        }
+        closed
     }
 
     /// Force-closes and drops the ready client if `pred` selects it (runtime teardown,
@@ -221,11 +272,6 @@ impl<C: SlotClient, K: BindingKey, E: Clone> Slot<C, K, E> {
             }
             _ => false,
         }
-    }
-
-    /// Whether a replacement or retirement is under way.
-    pub fn is_replacing(&self) -> bool {
-        matches!(&*self.state.lock(), State::Replacing { .. })
     }
 
     fn describe(&self) -> &'static str {

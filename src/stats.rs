@@ -33,25 +33,42 @@ impl Counters {
         c.fetch_sub(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn snapshot(&self) -> Stats {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let created = get(&self.clients_created);
+    /// Reads every counter. Ends are read before starts (closed before created, in flight
+    /// and failed before started), and every end is counted after its start, so a snapshot
+    /// never shows an impossible state (more closed than created, a negative live count),
+    /// even while counters move.
+    pub(crate) fn snapshot(&self, slots: u64) -> Stats {
+        // Acquire pairs with nothing in particular; it keeps the reads in program order so
+        // the ends-before-starts rule holds.
+        let get = |c: &AtomicU64| c.load(Ordering::Acquire);
         let closed = get(&self.clients_closed);
+        let forced_closes = get(&self.forced_closes);
+        let replaced = get(&self.clients_replaced);
+        let releases = get(&self.runtime_releases);
+        let open = get(&self.connections_open);
+        let failed = get(&self.requests_failed);
+        let in_flight = get(&self.requests_in_flight);
+        let created = get(&self.clients_created);
+        let opened = get(&self.connections_opened);
+        let started = get(&self.requests_started);
+        let cb_run = crate::runtime::counters::RUN.load(Ordering::Acquire);
+        let cb_panicked = crate::runtime::counters::PANICKED.load(Ordering::Acquire);
         Stats {
             clients_created: created,
-            clients_replaced: get(&self.clients_replaced),
+            clients_replaced: replaced,
             clients_closed: closed,
             clients_live: created.saturating_sub(closed),
-            forced_closes: get(&self.forced_closes),
-            runtime_releases: get(&self.runtime_releases),
-            connections_opened: get(&self.connections_opened),
-            connections_open: get(&self.connections_open),
-            requests_started: get(&self.requests_started),
-            requests_in_flight: get(&self.requests_in_flight),
-            requests_failed: get(&self.requests_failed),
-            callbacks_registered: crate::runtime::counters::REGISTERED.load(Ordering::Relaxed),
-            callbacks_run: crate::runtime::counters::RUN.load(Ordering::Relaxed),
-            callbacks_panicked: crate::runtime::counters::PANICKED.load(Ordering::Relaxed),
+            forced_closes,
+            runtime_releases: releases,
+            connections_opened: opened,
+            connections_open: open.min(opened),
+            requests_started: started,
+            requests_in_flight: in_flight.min(started),
+            requests_failed: failed.min(started),
+            callbacks_registered: crate::runtime::counters::REGISTERED.load(Ordering::Acquire),
+            callbacks_run: cb_run,
+            callbacks_panicked: cb_panicked,
+            thread_slots: slots,
         }
     }
 }
@@ -77,7 +94,9 @@ pub struct Stats {
     pub runtime_releases: u64,
     /// TCP connections opened.
     pub connections_opened: u64,
-    /// TCP connections open now.
+    /// TCP connections open now: opened and not yet closed or shut down. A closed
+    /// client's sockets are shut down on the wire at once; their file descriptors are
+    /// released when the owning runtime drops the aborted connection tasks.
     pub connections_open: u64,
     /// Requests started.
     pub requests_started: u64,
@@ -91,21 +110,30 @@ pub struct Stats {
     pub callbacks_run: u64,
     /// Teardown callbacks that panicked, process-wide.
     pub callbacks_panicked: u64,
+    /// Per-thread slots allocated. Bounded by the most threads alive at once: an exited
+    /// thread's slot is reused by the next new thread.
+    pub thread_slots: u64,
 }
 
-/// What [`HttpClientManager::close_all`](crate::HttpClientManager::close_all) did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What [`HttpClientManager::close_all`](crate::HttpClientManager::close_all) or
+/// [`HttpClientManager::shutdown`](crate::HttpClientManager::shutdown) did.
+///
+/// Its `Display` is a one-line summary:
+/// `closed 4 client(s) in 1.02s: 1 forced (3 in-flight request(s) cut), 0 failed`.
+#[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct CloseReport {
-    /// Clients this call closed.
+    /// Clients this call closed (gracefully or forced).
     pub closed: usize,
-    /// Of those, how many hit the deadline with requests still in flight.
+    /// Of those, how many hit the deadline with requests still in flight and were forced.
     pub forced: usize,
     /// Requests that were in flight when a forced close cut them.
     pub in_flight_cut: u64,
-    /// Slots skipped because a replacement was under way (its leader closes the stale
-    /// client and publishes a new, live one).
-    pub busy: usize,
+    /// Closes that failed (a panic inside the close); the others still ran. Each failed
+    /// client's connections were force-closed after the failure.
+    pub failed: Vec<crate::Error>,
+    /// Slots that were mid-replacement and had to be waited for.
+    pub waited_for_replacement: usize,
     /// How long the call took.
     pub elapsed: Duration,
 }
@@ -114,8 +142,16 @@ impl fmt::Display for CloseReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "closed {} client(s) in {:?}: {} forced, {} in-flight request(s) cut, {} busy slot(s)",
-            self.closed, self.elapsed, self.forced, self.in_flight_cut, self.busy
-        )
+            "closed {} client(s) in {:.2?}: {} forced ({} in-flight request(s) cut), {} failed",
+            self.closed,
+            self.elapsed,
+            self.forced,
+            self.in_flight_cut,
+            self.failed.len()
+        )?;
+        for e in &self.failed {
+            write!(f, "; {e}")?;
+        }
+        Ok(())
     }
 }

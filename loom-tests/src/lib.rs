@@ -9,7 +9,8 @@ use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use loom::sync::{Arc, Mutex};
 
 use rtlocal::__loom::{
-    Acquire, BindingKey, Completion, Lifecycle, Outcome, Phase, PublishError, Slot, SlotClient,
+    Acquire, BindingKey, Completion, Lifecycle, Outcome, Phase, PublishError, Retire, Slot,
+    SlotClient,
 };
 
 /// Runs `f` under loom, with `LOOM_MAX_PREEMPTIONS` (default 3) bounding the search.
@@ -175,18 +176,24 @@ fn get_client_inner(slot: &FakeSlot, world: &World, key: &FakeKey) -> FakeClient
     }
 }
 
-/// `HttpClientManager::close_all()` for one slot, as the manager runs it.
+/// `HttpClientManager::close_all()` for one slot, as the manager runs it: a slot caught
+/// mid-replacement is waited for, then retired.
 pub fn close_all(slot: &FakeSlot) -> usize {
-    match slot.retire() {
-        Some(lease) => {
-            let stale = lease
-                .stale()
-                .cloned()
-                .expect("retire always carries the client");
-            stale.close();
-            lease.finish_empty();
-            1
+    loop {
+        match slot.retire() {
+            Retire::Lease(lease) => {
+                let stale = lease
+                    .stale()
+                    .cloned()
+                    .expect("retire always carries the client");
+                stale.close();
+                lease.finish_empty();
+                return 1;
+            }
+            Retire::Busy(done) => {
+                let _ = loom::future::block_on(Completion::wait(done));
+            }
+            Retire::Empty => return 0,
         }
-        None => 0,
     }
 }

@@ -184,3 +184,21 @@ fn close_all_racing_a_replacement() {
         check_no_orphans(&world, &slot, 2);
     });
 }
+
+/// A shutdown whose deadline passed force-clears a slot while a replacement runs: the
+/// stale client is closed once, and whatever the leader then builds is the slot's live
+/// client, never an orphan.
+#[test]
+fn force_clear_racing_a_replacement() {
+    model(|| {
+        let world = World::new();
+        let (slot, first) = primed(&world, 1);
+        let s2 = slot.clone();
+        let t = thread::spawn(move || s2.force_clear());
+        let got = get_client(&slot, &world, &FakeKey::new(2));
+        t.join().unwrap();
+        assert_eq!(first.closes(), 1);
+        assert_eq!(got.runtime, 2);
+        check_no_orphans(&world, &slot, 2);
+    });
+}
