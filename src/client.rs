@@ -273,6 +273,13 @@ impl Client {
         }
     }
 
+    /// Whether this client was built by the manager whose shared state is at `ptr`.
+    /// (Its `Weak` keeps that allocation from being reused while the client exists.)
+    #[inline]
+    pub(crate) fn belongs_to(&self, ptr: *const Shared) -> bool {
+        std::ptr::eq(self.inner.manager.as_ptr(), ptr)
+    }
+
     /// Sockets currently open (for tests and `Debug`).
     pub(crate) fn open_sockets(&self) -> usize {
         self.inner.tracker.open_sockets()
@@ -374,6 +381,10 @@ impl SlotClient for Client {
     #[inline]
     fn is_open(&self) -> bool {
         Client::is_open(self)
+    }
+
+    fn begin_close(&self) {
+        Client::begin_close(self);
     }
 
     fn force_close(&self) {

@@ -83,6 +83,17 @@ impl Drop for ThreadExit {
     }
 }
 
+/// This thread's last client, for the hot path (see `Shared::cached`).
+struct Hot {
+    runtime: runtime::Id,
+    entry: Arc<RuntimeEntry>,
+    client: Client,
+}
+
+thread_local! {
+    static HOT: RefCell<Option<Hot>> = const { RefCell::new(None) };
+}
+
 thread_local! {
     static THREAD_EXIT: RefCell<ThreadExit> = const {
         RefCell::new(ThreadExit { token: 0, slots: Vec::new() })
@@ -270,25 +281,59 @@ impl fmt::Debug for HttpClientManager {
 }
 
 impl Shared {
+    /// The hot path: this thread's cached client, if it is this manager's, bound to the
+    /// current runtime, which is still alive, and the client is still open. That is one
+    /// thread-local read, an id and two liveness loads, and one `Arc` clone: no lock, no
+    /// allocation. Everything else goes through the slot.
     #[inline]
     pub(crate) async fn client(self: &Arc<Self>) -> Result<Client, Error> {
         let handle = Handle::try_current().map_err(|_| Error::no_runtime())?;
-        let token = thread_token();
-        let slot = self.slots.get_or(|| Arc::new(Slot::new()));
-        if let Some(client) = slot.try_hit(&(handle.id(), token)) {
+        if let Some(client) = self.cached(handle.id()) {
             return Ok(client);
         }
-        let slot = Arc::clone(slot);
-        Box::pin(self.client_slow(handle, slot, token)).await
+        Box::pin(self.client_slow(handle)).await
+    }
+
+    #[inline]
+    fn cached(self: &Arc<Self>, runtime: runtime::Id) -> Option<Client> {
+        HOT.try_with(|hot| {
+            let hot = hot.try_borrow().ok()?;
+            let hot = hot.as_ref()?;
+            // An open client is still its slot's client (see `slot`'s invariants), and
+            // the liveness token rules out a reused runtime id.
+            let hit = hot.runtime == runtime
+                && hot.client.belongs_to(Arc::as_ptr(self))
+                && hot.entry.is_alive()
+                && hot.client.is_open();
+            hit.then(|| hot.client.clone())
+        })
+        .ok()
+        .flatten()
+    }
+
+    /// Makes `client` this thread's cached client.
+    fn remember(client: &Client, key: &Binding) {
+        let previous = HOT.try_with(|hot| {
+            hot.try_borrow_mut().ok().and_then(|mut hot| {
+                hot.replace(Hot {
+                    runtime: key.runtime,
+                    entry: Arc::clone(&key.entry),
+                    client: client.clone(),
+                })
+            })
+        });
+        // Dropped outside the borrow: it may be the last handle of a closed client.
+        drop(previous);
     }
 
     #[cold]
-    async fn client_slow(
-        self: &Arc<Self>,
-        handle: Handle,
-        slot: Arc<ManagedSlot>,
-        token: u64,
-    ) -> Result<Client, Error> {
+    async fn client_slow(self: &Arc<Self>, handle: Handle) -> Result<Client, Error> {
+        let token = thread_token();
+        let slot = Arc::clone(self.slots.get_or(|| Arc::new(Slot::new())));
+        if let Some((client, key)) = slot.try_hit(&(handle.id(), token)) {
+            Self::remember(&client, &key);
+            return Ok(client);
+        }
         if self.shut_down.load(Ordering::Acquire) {
             return Err(Error::shut_down());
         }
@@ -300,9 +345,15 @@ impl Shared {
                 entry: entry_for(&handle)?,
             };
             let lease = match slot.acquire(key.clone()) {
-                Acquire::Hit(client) => return Ok(client),
+                Acquire::Hit(client) => {
+                    Self::remember(&client, &key);
+                    return Ok(client);
+                }
                 Acquire::Wait(done) => match Completion::wait(done).await {
-                    Outcome::Ready(client) => return Ok(client),
+                    Outcome::Ready(client) => {
+                        Self::remember(&client, &key);
+                        return Ok(client);
+                    }
                     Outcome::Failed(e) => return Err(e),
                     Outcome::Retry => continue,
                 },
@@ -321,7 +372,10 @@ impl Shared {
                 );
             }
             match lease.publish_with(|| self.build_client(&handle, &key, &slot)) {
-                Ok(client) => return Ok(client),
+                Ok(client) => {
+                    Self::remember(&client, &key);
+                    return Ok(client);
+                }
                 Err(PublishError::Superseded) => continue,
                 Err(PublishError::Failed(e)) => return Err(e),
             }
@@ -434,6 +488,16 @@ impl Shared {
 
     fn slot_count(&self) -> u64 {
         self.slots.iter().count() as u64
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Threads may still cache handles of these clients: close them, so nothing a
+        // dropped manager built keeps connections open.
+        for slot in self.slots.iter() {
+            slot.force_clear();
+        }
     }
 }
 

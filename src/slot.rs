@@ -15,6 +15,9 @@
 //!   force-closes the stale client before resetting.
 //! * A stale client is never handed out again: it leaves `Ready` when the replacement
 //!   begins and nothing puts it back.
+//! * Every path that takes a client out of `Ready` marks it closing (or closes it) under
+//!   the slot lock. So an open client that was handed out for a binding is still the
+//!   slot's client: the manager's per-thread cache relies on this.
 //! * Waiters never hang on a leader that cannot make progress: a caller with a different
 //!   binding (another runtime on the same thread) takes the replacement over, force-closing
 //!   the stale client, and the superseded waiters retry.
@@ -31,8 +34,10 @@ use crate::sync::{Arc, Mutex};
 /// What the slot needs from a client.
 #[doc(hidden)]
 pub trait SlotClient: Clone + Send + 'static {
-    /// `false` once the client has been closed by anyone.
+    /// `false` once the client is closing or closed.
     fn is_open(&self) -> bool;
+    /// Stops it taking new requests (it is on its way out). Idempotent.
+    fn begin_close(&self);
     /// Closes at once, synchronously. Idempotent.
     fn force_close(&self);
 }
@@ -140,12 +145,13 @@ impl<C: SlotClient, K: BindingKey, E: Clone> Slot<C, K, E> {
         }
     }
 
-    /// The fast path: the current client if it matches `probe` and is open.
+    /// The fast path: the current client and its binding, if they match `probe` and
+    /// the client is open.
     #[inline]
-    pub fn try_hit(&self, probe: &K::Probe) -> Option<C> {
+    pub fn try_hit(&self, probe: &K::Probe) -> Option<(C, K)> {
         match &*self.state.lock() {
             State::Ready { client, key } if key.matches(probe) && client.is_open() => {
-                Some(client.clone())
+                Some((client.clone(), key.clone()))
             }
             _ => None,
         }
@@ -167,7 +173,10 @@ impl<C: SlotClient, K: BindingKey, E: Clone> Slot<C, K, E> {
         }
         let (stale, superseded) = match std::mem::replace(&mut *st, State::Empty) {
             State::Empty => (None, None),
-            State::Ready { client, .. } => (Some(client), None),
+            State::Ready { client, .. } => {
+                client.begin_close();
+                (Some(client), None)
+            }
             State::Replacing { stale, done, .. } => {
                 // Its leader may be parked on a runtime nobody drives: do not wait for it.
                 if let Some(s) = &stale {
@@ -201,7 +210,10 @@ impl<C: SlotClient, K: BindingKey, E: Clone> Slot<C, K, E> {
     pub fn retire(&self) -> Retire<'_, C, K, E> {
         let mut st = self.state.lock();
         let (client, key) = match std::mem::replace(&mut *st, State::Empty) {
-            State::Ready { client, key } => (client, key),
+            State::Ready { client, key } => {
+                client.begin_close();
+                (client, key)
+            }
             State::Empty => return Retire::Empty,
             State::Replacing { key, stale, done } => {
                 let busy = Arc::clone(&done);

@@ -395,3 +395,42 @@ fn connection_refused_is_a_connect_error() {
     assert!(std::error::Error::source(&e).is_some());
     assert_eq!(m.stats().requests_failed, 1);
 }
+
+#[test]
+fn two_managers_on_one_thread_keep_their_own_clients() {
+    let a = HttpClientManager::new();
+    let b = HttpClientManager::new();
+    let rt = current_thread_rt();
+    block_on_guarded(&rt, async {
+        let (a1, b1) = (a.client().await.unwrap(), b.client().await.unwrap());
+        assert_ne!(a1.id(), b1.id());
+        for _ in 0..3 {
+            assert_eq!(a.client().await.unwrap().id(), a1.id());
+            assert_eq!(b.client().await.unwrap().id(), b1.id());
+        }
+    });
+    assert_eq!((a.stats().clients_created, b.stats().clients_created), (1, 1));
+}
+
+#[test]
+fn dropping_a_manager_closes_its_clients_even_if_a_thread_cached_one() {
+    let server = TestServer::start();
+    let rt = current_thread_rt();
+    let m = HttpClientManager::new();
+    let c = block_on_guarded(&rt, async {
+        let c = m.client().await.unwrap();
+        text(c.get(&server.url("/")).await.unwrap()).await;
+        c
+    });
+    assert_eq!(server.wait_open(1), 1);
+    drop(m);
+    assert!(!c.is_open());
+    assert_eq!(server.wait_open(0), 0);
+    // The dropped manager's handle fails clearly instead of hanging or re-routing.
+    let e = block_on_guarded(&rt, c.get(&server.url("/"))).unwrap_err();
+    assert!(e.is_closed(), "{e}");
+    let m2 = HttpClientManager::new();
+    let fresh = block_on_guarded(&rt, m2.client()).unwrap();
+    assert_ne!(fresh.id(), c.id());
+    assert!(fresh.is_open());
+}

@@ -58,6 +58,10 @@ impl SlotClient for FakeClient {
         self.life.phase() == Phase::Open
     }
 
+    fn begin_close(&self) {
+        self.life.begin_close();
+    }
+
     fn force_close(&self) {
         if self.life.finish_close().0 {
             self.closes.fetch_add(1, Ordering::SeqCst);
@@ -152,7 +156,7 @@ pub fn get_client(slot: &FakeSlot, world: &World, key: &FakeKey) -> FakeClient {
 }
 
 fn get_client_inner(slot: &FakeSlot, world: &World, key: &FakeKey) -> FakeClient {
-    if let Some(c) = slot.try_hit(&key.runtime) {
+    if let Some((c, _)) = slot.try_hit(&key.runtime) {
         return c;
     }
     loop {

@@ -24,7 +24,7 @@ fn check_replacement(world: &World, slot: &FakeSlot, stale: &FakeClient, got: &[
     // The stale one was closed, exactly once; the new one is live and published.
     assert_eq!(stale.closes(), 1);
     assert!(new.is_open() && new.closes() == 0);
-    assert_eq!(slot.try_hit(&2).map(|c| c.id), Some(new.id));
+    assert_eq!(slot.try_hit(&2).map(|(c, _)| c.id), Some(new.id));
 }
 
 /// Model 1: two callers race a replacement on one slot.
@@ -80,7 +80,7 @@ fn cancelled_leader_racing_a_waiter() {
         assert_ne!(got.id, stale.id);
         assert_eq!(stale.closes(), 1);
         assert!(got.is_open());
-        assert_eq!(slot.try_hit(&2).map(|c| c.id), Some(got.id));
+        assert_eq!(slot.try_hit(&2).map(|(c, _)| c.id), Some(got.id));
         assert_eq!(world.created(), 2);
     });
 }
@@ -109,7 +109,7 @@ fn other_runtime_supersedes_a_stuck_replacement() {
         assert_eq!(stale.closes(), 1);
         assert!(c3.is_open());
         // Whoever published last owns the slot; nothing else is left open.
-        let current = slot.try_hit(&3).map(|c| c.id);
+        let current = slot.try_hit(&3).map(|(c, _)| c.id);
         assert_eq!(current, Some(c3.id));
         for c in world.all() {
             assert!(
@@ -126,7 +126,7 @@ fn other_runtime_supersedes_a_stuck_replacement() {
 }
 
 fn check_no_orphans(world: &World, slot: &FakeSlot, runtime: usize) {
-    let current = slot.try_hit(&runtime);
+    let current = slot.try_hit(&runtime).map(|(c, _)| c);
     let mut open = 0;
     for c in world.all() {
         assert!(c.closes() <= 1, "client {} closed twice", c.id);

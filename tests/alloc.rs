@@ -1,0 +1,121 @@
+//! Allocation behaviour, with a counting global allocator (alone in its binary).
+//!
+//! * `client()` on an unchanged runtime allocates nothing.
+//! * A thread slot retains at most 1 KiB once its client is gone.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use rtlocal::HttpClientManager;
+
+struct Counting;
+
+static LIVE_BYTES: AtomicI64 = AtomicI64::new(0);
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// Counts only on threads that opt in, so the harness's own threads don't interfere.
+    static COUNT_HERE: Cell<bool> = const { Cell::new(false) };
+}
+
+// SAFETY: defers every operation to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNT_HERE.try_with(Cell::get).unwrap_or(false) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        LIVE_BYTES.fetch_add(layout.size() as i64, Ordering::Relaxed);
+        // SAFETY: same layout contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE_BYTES.fetch_sub(layout.size() as i64, Ordering::Relaxed);
+        // SAFETY: `ptr` came from `alloc` above with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn poll_ready<F: std::future::Future>(fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        Poll::Ready(v) => v,
+        Poll::Pending => panic!("the hot path must complete on its first poll"),
+    }
+}
+
+#[test]
+fn client_hot_path_does_not_allocate() {
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let m = HttpClientManager::new();
+    for flavor in 0..2 {
+        let rt = if flavor == 0 {
+            common::current_thread_rt()
+        } else {
+            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap()
+        };
+        let _enter = rt.enter();
+        // First call builds the client (allocates); the rest must not.
+        let first = rt.block_on(m.client()).unwrap();
+        COUNT_HERE.with(|c| c.set(true));
+        let before = ALLOCS.load(Ordering::Relaxed);
+        for _ in 0..10_000 {
+            let c = poll_ready(m.client()).unwrap();
+            assert_eq!(c.id(), first.id());
+        }
+        let allocs = ALLOCS.load(Ordering::Relaxed) - before;
+        COUNT_HERE.with(|c| c.set(false));
+        assert_eq!(allocs, 0, "client() allocated {allocs} times in 10,000 hot-path calls");
+    }
+}
+
+#[test]
+fn a_thread_slot_retains_at_most_one_kib() {
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    const THREADS: usize = 256;
+    let m = std::sync::Arc::new(HttpClientManager::new());
+    // Warm-up: lazily created globals (default manager, registries, thread-id tables).
+    {
+        let m = std::sync::Arc::clone(&m);
+        std::thread::spawn(move || {
+            let rt = common::current_thread_rt();
+            drop(rt.block_on(m.client()).unwrap());
+        })
+        .join()
+        .unwrap();
+    }
+    let base = LIVE_BYTES.load(Ordering::SeqCst);
+    // Threads alive at once, so each gets its own slot.
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(THREADS));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (m, barrier) = (std::sync::Arc::clone(&m), std::sync::Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                let rt = common::current_thread_rt();
+                drop(rt.block_on(m.client()).unwrap());
+                barrier.wait();
+                drop(rt); // releases the client; the slot stays with the manager
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let s = m.stats();
+    assert_eq!(s.clients_live, 0);
+    assert!(s.thread_slots as usize >= THREADS, "{s:?}");
+    let retained = LIVE_BYTES.load(Ordering::SeqCst) - base;
+    let per_slot = retained / s.thread_slots as i64;
+    eprintln!("{} slots retain {retained} bytes: {per_slot} bytes per slot", s.thread_slots);
+    assert!(per_slot <= 1024, "{per_slot} bytes retained per slot");
+}
