@@ -51,7 +51,12 @@ enum Way {
     NewPerCall,
 }
 
-const WAYS: [Way; 4] = [Way::Rtlocal, Way::OnceLock, Way::GlobalMutexMap, Way::NewPerCall];
+const WAYS: [Way; 4] = [
+    Way::Rtlocal,
+    Way::OnceLock,
+    Way::GlobalMutexMap,
+    Way::NewPerCall,
+];
 
 fn name(w: Way) -> &'static str {
     match w {
@@ -129,7 +134,9 @@ fn hot_path(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("client_2_threads");
     for way in WAYS {
-        g.bench_function(name(way), |b| b.iter_custom(|iters| run_threads(way, &m, 2, iters)));
+        g.bench_function(name(way), |b| {
+            b.iter_custom(|iters| run_threads(way, &m, 2, iters))
+        });
     }
     g.finish();
 }

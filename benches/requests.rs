@@ -70,9 +70,23 @@ fn current_thread_rt() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-async fn managed_get(m: &HttpClientManager, url: &str) {
+/// Same settings as `raw_client`: no default User-Agent, and a pre-parsed URI.
+fn manager() -> HttpClientManager {
+    HttpClientManager::builder()
+        .user_agent(None)
+        .build()
+        .expect("config")
+}
+
+fn get(uri: &http::Uri) -> http::Request<rtlocal::Body> {
+    http::Request::get(uri.clone())
+        .body(rtlocal::Body::empty())
+        .expect("request")
+}
+
+async fn managed_get(m: &HttpClientManager, uri: &http::Uri) {
     let c = m.client().await.expect("client");
-    let resp = c.get(url).await.expect("request");
+    let resp = c.request(get(uri)).await.expect("request");
     resp.into_body().collect().await.expect("body");
 }
 
@@ -86,13 +100,15 @@ fn throughput(c: &mut Criterion) {
     let url = format!("http://{addr}/");
     let uri: http::Uri = url.parse().expect("uri");
     let rt = current_thread_rt();
-    let m = HttpClientManager::new();
+    let m = manager();
     let raw = raw_client();
 
     let mut g = c.benchmark_group("requests_concurrency_1");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("rtlocal", |b| b.iter(|| rt.block_on(managed_get(&m, &url))));
-    g.bench_function("raw_hyper_util", |b| b.iter(|| rt.block_on(raw_get(&raw, &uri))));
+    g.bench_function("rtlocal", |b| b.iter(|| rt.block_on(managed_get(&m, &uri))));
+    g.bench_function("raw_hyper_util", |b| {
+        b.iter(|| rt.block_on(raw_get(&raw, &uri)))
+    });
     g.finish();
 
     let mut g = c.benchmark_group("requests_concurrency_64");
@@ -102,12 +118,10 @@ fn throughput(c: &mut Criterion) {
             rt.block_on(async {
                 let mut set = tokio::task::JoinSet::new();
                 for _ in 0..64 {
-                    let url = url.clone();
-                    let m = &m;
-                    // Borrow-free: the manager is 'static-free here, so go through the task.
+                    let uri = uri.clone();
                     let c = m.client().await.expect("client");
                     set.spawn(async move {
-                        let resp = c.get(&url).await.expect("request");
+                        let resp = c.request(get(&uri)).await.expect("request");
                         resp.into_body().collect().await.expect("body");
                     });
                 }
@@ -134,12 +148,12 @@ fn churn(c: &mut Criterion) {
     let (addr, _server) = server();
     let url = format!("http://{addr}/");
     let uri: http::Uri = url.parse().expect("uri");
-    let m = HttpClientManager::new();
+    let m = manager();
     let mut g = c.benchmark_group("runtime_churn");
     g.bench_function("rtlocal", |b| {
         b.iter(|| {
             let rt = current_thread_rt();
-            rt.block_on(managed_get(&m, &url));
+            rt.block_on(managed_get(&m, &uri));
             drop(rt);
         })
     });

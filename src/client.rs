@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use http::header::USER_AGENT;
 use http::{Request, Response, Uri};
-use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Client as HyperClient, ResponseFuture};
 use hyper_util::rt::TokioTimer;
 use tokio::runtime::{self, Handle};
 use tokio::sync::Notify;
@@ -184,14 +184,18 @@ impl Client {
         &self,
         req: Request<B>,
     ) -> Result<Response<ResponseBody>, Error> {
-        let req = req.map(Into::into);
         let handle = Handle::try_current().map_err(|_| Error::no_runtime())?;
+        let req = req.map(Into::into);
         if handle.id() == self.inner.runtime {
             if let Some(guard) = self.inner.begin_request() {
-                return self.inner.send(req, guard).await;
+                // The request is handed to hyper-util before the first await, so this
+                // future holds only hyper-util's boxed future and the guard.
+                let sent = self.inner.send(req);
+                return ClientInner::finish(sent, guard).await;
             }
         }
-        self.reroute(req).await
+        // Boxed: the cold path would otherwise double the size of every request future.
+        Box::pin(self.reroute(req)).await
     }
 
     #[cold]
@@ -209,7 +213,8 @@ impl Client {
             let fresh = Shared::client(&manager).await?;
             if let Some(guard) = fresh.inner.begin_request() {
                 tracing::trace!(from = %self.inner.id, to = %fresh.inner.id, "request re-routed");
-                return fresh.inner.send(req, guard).await;
+                let sent = fresh.inner.send(req);
+                return ClientInner::finish(sent, guard).await;
             }
         }
         Err(Error::with_detail(
@@ -226,8 +231,7 @@ impl Client {
     pub async fn get(&self, uri: &str) -> Result<Response<ResponseBody>, Error> {
         let uri: Uri = uri
             .parse()
-            .map_err(|e| Error::with_source(Kind::InvalidUri, e))
-            .map_err(|e| Error::with_detail(e.kind(), format!("{uri:?}: {}", source_msg(&e))))?;
+            .map_err(|e| Error::with_detail_and_source(Kind::InvalidUri, format!("{uri:?}"), e))?;
         let req = Request::get(uri)
             .body(Body::empty())
             .map_err(|e| Error::with_source(Kind::InvalidUri, e))?;
@@ -261,6 +265,15 @@ impl Client {
     /// Closes at once, cutting whatever is in flight. Returns whether this call closed it.
     pub(crate) fn close_now(&self, why: &'static str) -> bool {
         self.inner.shut(why).0
+    }
+
+    /// Releases the client from its runtime's teardown: the runtime is dropping every
+    /// connection task (so their sockets close) and whatever is in flight with them, so
+    /// there is nothing to wait for and nothing to shut down by hand.
+    pub(crate) fn release_at_teardown(&self) -> bool {
+        self.inner
+            .shut_with("runtime torn down", ConnTracker::refuse_new)
+            .0
     }
 
     pub(crate) fn set_hook(&self, hook: CleanupHandle) {
@@ -318,21 +331,27 @@ impl ClientInner {
         }
     }
 
-    async fn send(
-        &self,
-        mut req: Request<Body>,
-        guard: InFlight,
-    ) -> Result<Response<ResponseBody>, Error> {
+    /// Hands the request to hyper-util (adding the default `User-Agent`).
+    #[inline]
+    fn send(&self, mut req: Request<Body>) -> ResponseFuture {
         if let Some(ua) = &self.user_agent {
             if !req.headers().contains_key(USER_AGENT) {
                 req.headers_mut().insert(USER_AGENT, ua.clone());
             }
         }
-        match self.hyper.request(req).await {
+        self.hyper.request(req)
+    }
+
+    async fn finish(
+        sent: ResponseFuture,
+        guard: InFlight,
+    ) -> Result<Response<ResponseBody>, Error> {
+        match sent.await {
             Ok(resp) => Ok(resp.map(|b| ResponseBody::new(b, guard))),
             Err(e) => {
+                let cut = guard.client_closed();
                 guard.failed();
-                if self.life.phase() == Phase::Closed {
+                if cut {
                     return Err(Error::cut(e));
                 }
                 Err(Error::from_client(e))
@@ -343,12 +362,16 @@ impl ClientInner {
     /// The one place a client becomes closed: connections shut, hook cancelled, counted.
     /// Returns whether this call closed it, and how many requests it cut.
     fn shut(&self, why: &'static str) -> (bool, u64) {
+        self.shut_with(why, ConnTracker::close)
+    }
+
+    fn shut_with(&self, why: &'static str, shut_connections: fn(&ConnTracker)) -> (bool, u64) {
         let (first, cut) = self.life.finish_close();
         if !first {
             return (false, 0);
         }
         let forced = cut > 0;
-        self.tracker.close();
+        shut_connections(&self.tracker);
         if let Some(hook) = self.hook.lock().take() {
             hook.cancel();
         }
@@ -430,8 +453,4 @@ impl Drop for InFlight {
         Counters::dec(&self.inner.counters.requests_in_flight);
         self.inner.end_request();
     }
-}
-
-fn source_msg(e: &Error) -> String {
-    std::error::Error::source(e).map_or_else(String::new, |s| s.to_string())
 }

@@ -8,7 +8,6 @@
 //! lock by the owning stream's `Drop`, which runs before the fd is closed; `shutdown` runs
 //! under the same lock, so it only ever sees open fds.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -24,6 +23,7 @@ use tokio::runtime::Handle;
 use tokio::task::AbortHandle;
 
 use crate::error::BoxError;
+use crate::idmap::IdMap;
 use crate::stats::Counters;
 
 /// The error a closed client's connector and executor give hyper-util.
@@ -54,8 +54,8 @@ struct TrackerState {
     closed: bool,
     next_id: u64,
     /// `None` between registration and `spawn` returning.
-    tasks: HashMap<u64, Option<AbortHandle>>,
-    sockets: HashMap<u64, RawSocket>,
+    tasks: IdMap<u64, Option<AbortHandle>>,
+    sockets: IdMap<u64, RawSocket>,
 }
 
 impl ConnTracker {
@@ -138,6 +138,12 @@ impl ConnTracker {
         for abort in tasks.into_values().flatten() {
             abort.abort();
         }
+    }
+
+    /// Refuses new connections and tasks, and nothing else: for a runtime teardown, where
+    /// the runtime itself is dropping every connection task (closing their sockets).
+    pub(crate) fn refuse_new(&self) {
+        self.state.lock().closed = true;
     }
 
     pub(crate) fn open_sockets(&self) -> usize {

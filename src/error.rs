@@ -60,6 +60,20 @@ impl Error {
         }
     }
 
+    pub(crate) fn with_detail_and_source(
+        kind: Kind,
+        detail: impl Into<String>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Error {
+            inner: Arc::new(Inner {
+                kind,
+                detail: Some(detail.into()),
+                source: Some(source.into()),
+            }),
+        }
+    }
+
     pub(crate) fn with_source(kind: Kind, source: impl Into<BoxError>) -> Self {
         Error {
             inner: Arc::new(Inner {
@@ -117,10 +131,6 @@ impl Error {
             return Error::with_source(Kind::Closed, err);
         }
         Error::with_source(Kind::Request, err)
-    }
-
-    pub(crate) fn kind(&self) -> Kind {
-        self.inner.kind
     }
 
     /// `client()` was called outside a tokio runtime.

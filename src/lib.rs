@@ -65,6 +65,8 @@ mod config;
 #[cfg(not(rtlocal_loom))]
 mod connect;
 mod error;
+#[cfg(not(rtlocal_loom))]
+mod idmap;
 // `pub` items here are re-exported to the loom models under `rtlocal_loom`.
 #[allow(unreachable_pub)]
 mod lifecycle;

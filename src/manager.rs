@@ -408,7 +408,7 @@ impl Shared {
         let hook = RuntimeEntry::register(&key.entry, move || {
             let released = weak_client
                 .upgrade()
-                .is_some_and(|inner| Client { inner }.close_now("runtime torn down"));
+                .is_some_and(|inner| Client { inner }.release_at_teardown());
             if let Some(slot) = weak_slot.upgrade() {
                 slot.clear_if(|c, _| c.id() == id);
             }

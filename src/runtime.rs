@@ -179,16 +179,16 @@ pub(crate) use registry::{entry_for, on_runtime_shutdown, on_runtime_shutdown_fo
 
 #[cfg(not(rtlocal_loom))]
 mod registry {
-    use std::collections::HashMap;
     use std::sync::LazyLock;
 
     use tokio::runtime::{Handle, Id};
 
     use super::{CleanupHandle, RuntimeEntry};
     use crate::error::Error;
+    use crate::idmap::IdMap;
     use crate::sync::Arc;
 
-    static ENTRIES: LazyLock<parking_lot::Mutex<HashMap<Id, Arc<RuntimeEntry>>>> =
+    static ENTRIES: LazyLock<parking_lot::Mutex<IdMap<Id, Arc<RuntimeEntry>>>> =
         LazyLock::new(Default::default);
 
     /// Lives in a never-finishing task on its runtime; dropped when the runtime shuts down.

@@ -56,13 +56,19 @@ fn poll_ready<F: std::future::Future>(fut: F) -> F::Output {
 
 #[test]
 fn client_hot_path_does_not_allocate() {
-    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let m = HttpClientManager::new();
     for flavor in 0..2 {
         let rt = if flavor == 0 {
             common::current_thread_rt()
         } else {
-            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap()
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap()
         };
         let _enter = rt.enter();
         // First call builds the client (allocates); the rest must not.
@@ -75,13 +81,18 @@ fn client_hot_path_does_not_allocate() {
         }
         let allocs = ALLOCS.load(Ordering::Relaxed) - before;
         COUNT_HERE.with(|c| c.set(false));
-        assert_eq!(allocs, 0, "client() allocated {allocs} times in 10,000 hot-path calls");
+        assert_eq!(
+            allocs, 0,
+            "client() allocated {allocs} times in 10,000 hot-path calls"
+        );
     }
 }
 
 #[test]
 fn a_thread_slot_retains_at_most_one_kib() {
-    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     const THREADS: usize = 256;
     let m = std::sync::Arc::new(HttpClientManager::new());
     // Warm-up: lazily created globals (default manager, registries, thread-id tables).
@@ -116,6 +127,9 @@ fn a_thread_slot_retains_at_most_one_kib() {
     assert!(s.thread_slots as usize >= THREADS, "{s:?}");
     let retained = LIVE_BYTES.load(Ordering::SeqCst) - base;
     let per_slot = retained / s.thread_slots as i64;
-    eprintln!("{} slots retain {retained} bytes: {per_slot} bytes per slot", s.thread_slots);
+    eprintln!(
+        "{} slots retain {retained} bytes: {per_slot} bytes per slot",
+        s.thread_slots
+    );
     assert!(per_slot <= 1024, "{per_slot} bytes retained per slot");
 }

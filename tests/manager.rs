@@ -409,7 +409,10 @@ fn two_managers_on_one_thread_keep_their_own_clients() {
             assert_eq!(b.client().await.unwrap().id(), b1.id());
         }
     });
-    assert_eq!((a.stats().clients_created, b.stats().clients_created), (1, 1));
+    assert_eq!(
+        (a.stats().clients_created, b.stats().clients_created),
+        (1, 1)
+    );
 }
 
 #[test]

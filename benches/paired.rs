@@ -1,0 +1,204 @@
+//! Managed vs raw hyper-util, *interleaved*: each round runs one sample of each
+//! (alternating which goes first), so both see the same machine noise. On a shared or
+//! virtualised machine kernel time swings 2× between identical runs; the median ratio
+//! of interleaved samples is stable where back-to-back criterion groups are not.
+//!
+//! * runtime churn: a new `current_thread` runtime, its first request, drop — managed vs
+//!   a fresh raw client each time;
+//! * request throughput: batches of 32 sequential requests (concurrency 1) and of 64
+//!   concurrent requests (concurrency 64) on one runtime, managed vs one raw client with
+//!   the same settings.
+//!
+//! `cargo bench --bench paired` (rounds: `-- 3000`)
+
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+fn main() {
+    // `cargo bench` passes `--bench`; a number is the round count.
+    let rounds: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(3000);
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("server runtime");
+    let listener = server
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    server.spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(|_r| async {
+                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"hi"))))
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    let uri: http::Uri = format!("http://{addr}/").parse().expect("uri");
+    // Same settings as the raw client: no default User-Agent (raw sends none).
+    let m = rtlocal::HttpClientManager::builder()
+        .user_agent(None)
+        .build()
+        .expect("config");
+    let churn = |raw: bool| {
+        let t = Instant::now();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            if raw {
+                let mut http = HttpConnector::new();
+                http.set_nodelay(true);
+                http.set_connect_timeout(Some(Duration::from_secs(10)));
+                let c: HyperClient<_, Empty<Bytes>> = HyperClient::builder(TokioExecutor::new())
+                    .pool_timer(TokioTimer::new())
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    .build(http);
+                let resp = c.get(uri.clone()).await.expect("request");
+                resp.into_body().collect().await.expect("body");
+            } else {
+                let c = m.client().await.expect("client");
+                let resp = c.request(get(&uri)).await.expect("request");
+                resp.into_body().collect().await.expect("body");
+            }
+        });
+        drop(rt);
+        t.elapsed()
+    };
+    // Warm-up.
+    for _ in 0..50 {
+        churn(true);
+        churn(false);
+    }
+    let churns = interleave(rounds, |raw| churn(raw));
+    report(
+        "runtime churn (new runtime + first request + drop)",
+        &churns,
+        1,
+    );
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let raw_client = raw_client();
+    for (concurrency, batch) in [(1usize, 32usize), (64, 64)] {
+        let sample = |raw: bool| {
+            let t = Instant::now();
+            rt.block_on(async {
+                let mut set = tokio::task::JoinSet::new();
+                let per_task = batch / concurrency;
+                for _ in 0..concurrency {
+                    let (c, uri) = (raw_client.clone(), uri.clone());
+                    let managed = if raw {
+                        None
+                    } else {
+                        Some(m.client().await.expect("client"))
+                    };
+                    set.spawn(async move {
+                        for _ in 0..per_task {
+                            match &managed {
+                                None => {
+                                    let resp = c.get(uri.clone()).await.expect("request");
+                                    resp.into_body().collect().await.expect("body");
+                                }
+                                Some(mc) => {
+                                    let resp = mc.request(get(&uri)).await.expect("request");
+                                    resp.into_body().collect().await.expect("body");
+                                }
+                            }
+                        }
+                    });
+                }
+                while set.join_next().await.is_some() {}
+            });
+            t.elapsed()
+        };
+        for _ in 0..20 {
+            sample(true);
+            sample(false);
+        }
+        let samples = interleave((rounds / 10).max(50), sample);
+        report(
+            &format!("requests, concurrency {concurrency} (batches of {batch})"),
+            &samples,
+            batch,
+        );
+    }
+}
+
+/// A GET for a pre-parsed URI: both sides are handed the same parsed `Uri`.
+fn get(uri: &http::Uri) -> http::Request<rtlocal::Body> {
+    http::Request::get(uri.clone())
+        .body(rtlocal::Body::empty())
+        .expect("request")
+}
+
+fn raw_client() -> HyperClient<HttpConnector, Empty<Bytes>> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    HyperClient::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(http)
+}
+
+/// `rounds` samples of each side, alternating which goes first. Returns (raw, managed).
+fn interleave(
+    rounds: usize,
+    mut sample: impl FnMut(bool) -> Duration,
+) -> (Vec<Duration>, Vec<Duration>) {
+    let (mut raw, mut managed) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
+    for i in 0..rounds {
+        if i % 2 == 0 {
+            raw.push(sample(true));
+            managed.push(sample(false));
+        } else {
+            managed.push(sample(false));
+            raw.push(sample(true));
+        }
+    }
+    raw.sort();
+    managed.sort();
+    (raw, managed)
+}
+
+fn report(what: &str, (raw, managed): &(Vec<Duration>, Vec<Duration>), per_sample: usize) {
+    let q = |v: &[Duration], f: f64| v[((v.len() - 1) as f64 * f) as usize];
+    println!("\n{what}: {} interleaved samples each", raw.len());
+    println!(
+        "{:<18} {:>12} {:>12} {:>12} {:>14}",
+        "", "p25", "median", "p75", "per item (med)"
+    );
+    for (name, v) in [("raw_hyper_util", raw), ("rtlocal", managed)] {
+        println!(
+            "{name:<18} {:>12.1?} {:>12.1?} {:>12.1?} {:>14.1?}",
+            q(v, 0.25),
+            q(v, 0.5),
+            q(v, 0.75),
+            q(v, 0.5) / per_sample as u32
+        );
+    }
+    println!(
+        "ratio rtlocal / raw: median {:.3}, p25 {:.3}",
+        q(managed, 0.5).as_secs_f64() / q(raw, 0.5).as_secs_f64(),
+        q(managed, 0.25).as_secs_f64() / q(raw, 0.25).as_secs_f64()
+    );
+}
