@@ -86,7 +86,7 @@ fn main() {
         churn(true);
         churn(false);
     }
-    let churns = interleave(rounds, |raw| churn(raw));
+    let churns = interleave(rounds, churn);
     report(
         "runtime churn (new runtime + first request + drop)",
         &churns,
