@@ -23,11 +23,19 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 fn main() {
-    // `cargo bench` passes `--bench`; a number is the round count.
-    let rounds: usize = std::env::args()
-        .skip(1)
+    // `cargo bench` passes `--bench`; a number is the round count. Without `--bench`
+    // (`cargo test --all-targets`) this is a quick smoke run whose figures mean nothing.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let measuring = args.iter().any(|a| a == "--bench");
+    let rounds: usize = args
+        .iter()
         .find_map(|a| a.parse().ok())
-        .unwrap_or(3000);
+        .unwrap_or(if measuring { 3000 } else { 20 });
+    if !measuring {
+        println!(
+            "smoke run ({rounds} rounds, not a measurement): use `cargo bench --bench paired`"
+        );
+    }
     let server = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -82,7 +90,7 @@ fn main() {
         t.elapsed()
     };
     // Warm-up.
-    for _ in 0..50 {
+    for _ in 0..rounds.min(50) {
         churn(true);
         churn(false);
     }
@@ -130,11 +138,11 @@ fn main() {
             });
             t.elapsed()
         };
-        for _ in 0..20 {
+        for _ in 0..rounds.min(20) {
             sample(true);
             sample(false);
         }
-        let samples = interleave((rounds / 10).max(50), sample);
+        let samples = interleave((rounds / 10).max(5), sample);
         report(
             &format!("requests, concurrency {concurrency} (batches of {batch})"),
             &samples,
