@@ -10,6 +10,8 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 
 use crate::client::InFlight;
+use std::future::Future;
+
 use crate::error::{BoxError, Error, Kind};
 
 /// A request body: empty, a single buffer, or any streaming [`http_body::Body`].
@@ -133,13 +135,22 @@ impl http_body::Body for Body {
 pub struct ResponseBody {
     incoming: hyper::body::Incoming,
     in_flight: Option<InFlight>,
+    /// The request timeout's deadline; the timer is armed only if the body has to wait.
+    deadline: Option<tokio::time::Instant>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl ResponseBody {
-    pub(crate) fn new(incoming: hyper::body::Incoming, in_flight: InFlight) -> Self {
+    pub(crate) fn new(
+        incoming: hyper::body::Incoming,
+        in_flight: InFlight,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Self {
         let mut body = ResponseBody {
             incoming,
             in_flight: Some(in_flight),
+            deadline,
+            timer: None,
         };
         if http_body::Body::is_end_stream(&body.incoming) {
             body.in_flight = None;
@@ -166,8 +177,25 @@ impl http_body::Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         let this = self.get_mut();
         let res = match Pin::new(&mut this.incoming).poll_frame(cx) {
-            Poll::Pending => return Poll::Pending,
             Poll::Ready(res) => res,
+            Poll::Pending => {
+                let Some(deadline) = this.deadline else {
+                    return Poll::Pending;
+                };
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.deadline = None;
+                if let Some(f) = this.in_flight.take() {
+                    f.failed();
+                }
+                return Poll::Ready(Some(Err(Error::timeout(
+                    "request_timeout passed while reading the response body",
+                ))));
+            }
         };
         match res {
             Some(Ok(frame)) => {

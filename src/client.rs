@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use http::header::USER_AGENT;
+use http::header::{CONNECTION, HeaderMap, HeaderValue};
 use http::{Request, Response, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client as HyperClient, ResponseFuture};
@@ -16,7 +16,9 @@ use tokio::sync::Notify;
 
 use crate::body::{Body, ResponseBody};
 use crate::config::Config;
-use crate::connect::{ConnTracker, TrackingConnector, TrackingExecutor};
+use crate::connect::{
+    ConnTracker, DnsCache, Limits, Resolver, TrackingConnector, TrackingExecutor,
+};
 use crate::error::{Error, Kind};
 use crate::lifecycle::{Lifecycle, Phase};
 use crate::manager::Shared;
@@ -90,7 +92,9 @@ pub(crate) struct ClientInner {
     hook: parking_lot::Mutex<Option<CleanupHandle>>,
     manager: Weak<Shared>,
     counters: Arc<Counters>,
-    user_agent: Option<http::HeaderValue>,
+    default_headers: Arc<HeaderMap>,
+    keep_alive: bool,
+    request_timeout: Option<Duration>,
 }
 
 /// The result of closing one client.
@@ -110,14 +114,20 @@ impl Client {
         handle: Handle,
         manager: Weak<Shared>,
         counters: Arc<Counters>,
+        dns: Option<Arc<DnsCache>>,
     ) -> Client {
         let tracker = ConnTracker::new(Arc::clone(&counters));
-        let mut http = HttpConnector::new();
+        let mut http = HttpConnector::new_with_resolver(Resolver::new(dns, Arc::clone(&counters)));
         http.set_nodelay(config.tcp_nodelay);
         http.set_connect_timeout(config.connect_timeout);
+        // The connector handles `https` itself (TLS over the tracked socket).
+        http.enforce_http(false);
         let connector = TrackingConnector {
             http,
             tracker: Arc::clone(&tracker),
+            limits: Limits::new(config.max_connections, config.max_connections_per_host),
+            #[cfg(feature = "rustls")]
+            tls: config.tls.clone().map(tokio_rustls::TlsConnector::from),
         };
         let exec = TrackingExecutor {
             handle: handle.clone(),
@@ -126,8 +136,14 @@ impl Client {
         let mut builder = HyperClient::builder(exec);
         builder
             .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
             .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_max_idle_per_host(config.pool_max_idle_per_host);
+            .pool_max_idle_per_host(if config.keep_alive {
+                config.pool_max_idle_per_host
+            } else {
+                0
+            })
+            .http2_only(config.http2_prior_knowledge);
         let hyper = builder.build(connector);
         Counters::inc(&counters.clients_created);
         let inner = ClientInner {
@@ -140,7 +156,9 @@ impl Client {
             hook: parking_lot::Mutex::new(None),
             manager,
             counters,
-            user_agent: config.user_agent.clone(),
+            default_headers: Arc::clone(&config.default_headers),
+            keep_alive: config.keep_alive,
+            request_timeout: config.request_timeout,
         };
         tracing::debug!(
             client = %inner.id,
@@ -188,10 +206,7 @@ impl Client {
         let req = req.map(Into::into);
         if handle.id() == self.inner.runtime {
             if let Some(guard) = self.inner.begin_request() {
-                // The request is handed to hyper-util before the first await, so this
-                // future holds only hyper-util's boxed future and the guard.
-                let sent = self.inner.send(req);
-                return ClientInner::finish(sent, guard).await;
+                return self.inner.dispatch(req, guard).await;
             }
         }
         // Boxed: the cold path would otherwise double the size of every request future.
@@ -213,8 +228,7 @@ impl Client {
             let fresh = Shared::client(&manager).await?;
             if let Some(guard) = fresh.inner.begin_request() {
                 tracing::trace!(from = %self.inner.id, to = %fresh.inner.id, "request re-routed");
-                let sent = fresh.inner.send(req);
-                return ClientInner::finish(sent, guard).await;
+                return fresh.inner.dispatch(req, guard).await;
             }
         }
         Err(Error::with_detail(
@@ -331,13 +345,48 @@ impl ClientInner {
         }
     }
 
-    /// Hands the request to hyper-util (adding the default `User-Agent`).
+    /// Sends a request counted by `guard`, under the request timeout. The request is
+    /// handed to hyper-util before the first await, so the future holds little more than
+    /// hyper-util's boxed future and the guard.
+    async fn dispatch(
+        &self,
+        req: Request<Body>,
+        guard: InFlight,
+    ) -> Result<Response<ResponseBody>, Error> {
+        let Some(timeout) = self.request_timeout else {
+            return Self::finish(self.send(req), guard, None).await;
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let sent = self.send(req);
+        match tokio::time::timeout_at(deadline, Self::finish(sent, guard, Some(deadline))).await {
+            Ok(result) => result,
+            Err(_) => {
+                Counters::inc(&self.counters.requests_failed);
+                Err(Error::timeout(format!(
+                    "request_timeout ({timeout:?}) passed before the response headers arrived"
+                )))
+            }
+        }
+    }
+
+    /// Hands the request to hyper-util, adding the default headers (and
+    /// `Connection: close` without keep-alive).
     #[inline]
     fn send(&self, mut req: Request<Body>) -> ResponseFuture {
-        if let Some(ua) = &self.user_agent {
-            if !req.headers().contains_key(USER_AGENT) {
-                req.headers_mut().insert(USER_AGENT, ua.clone());
+        if !self.default_headers.is_empty() {
+            let headers = req.headers_mut();
+            for name in self.default_headers.keys() {
+                if !headers.contains_key(name) {
+                    for value in self.default_headers.get_all(name) {
+                        headers.append(name.clone(), value.clone());
+                    }
+                }
             }
+        }
+        if !self.keep_alive {
+            req.headers_mut()
+                .entry(CONNECTION)
+                .or_insert(HeaderValue::from_static("close"));
         }
         self.hyper.request(req)
     }
@@ -345,9 +394,10 @@ impl ClientInner {
     async fn finish(
         sent: ResponseFuture,
         guard: InFlight,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<Response<ResponseBody>, Error> {
         match sent.await {
-            Ok(resp) => Ok(resp.map(|b| ResponseBody::new(b, guard))),
+            Ok(resp) => Ok(resp.map(|b| ResponseBody::new(b, guard, deadline))),
             Err(e) => {
                 let cut = guard.client_closed();
                 guard.failed();

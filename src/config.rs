@@ -1,9 +1,10 @@
 //! [`Builder`]: one validated configuration for every client a manager builds.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderValue;
+use http::header::{HeaderMap, HeaderValue, USER_AGENT};
 
 use crate::error::Error;
 use crate::manager::HttpClientManager;
@@ -13,32 +14,63 @@ use crate::manager::HttpClientManager;
 pub(crate) struct Config {
     pub(crate) close_timeout: Duration,
     pub(crate) connect_timeout: Option<Duration>,
+    pub(crate) request_timeout: Option<Duration>,
     pub(crate) pool_idle_timeout: Option<Duration>,
     pub(crate) pool_max_idle_per_host: usize,
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) max_connections_per_host: Option<usize>,
+    pub(crate) keep_alive: bool,
     pub(crate) tcp_nodelay: bool,
-    pub(crate) user_agent: Option<HeaderValue>,
+    pub(crate) dns_cache_ttl: Option<Duration>,
+    pub(crate) http2_prior_knowledge: bool,
+    pub(crate) http1_only: bool,
+    /// Sent when a request has none of the same name (includes `User-Agent`).
+    pub(crate) default_headers: Arc<HeaderMap>,
+    #[cfg(feature = "rustls")]
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for Config {
     fn default() -> Self {
+        let mut default_headers = HeaderMap::new();
+        default_headers.insert(USER_AGENT, default_user_agent());
         Config {
             close_timeout: Duration::from_secs(5),
             connect_timeout: Some(Duration::from_secs(10)),
+            request_timeout: Some(Duration::from_secs(300)),
             pool_idle_timeout: Some(Duration::from_secs(90)),
             pool_max_idle_per_host: usize::MAX,
+            max_connections: None,
+            max_connections_per_host: None,
+            keep_alive: true,
             tcp_nodelay: true,
-            user_agent: Some(HeaderValue::from_static(concat!(
-                "rtlocal/",
-                env!("CARGO_PKG_VERSION")
-            ))),
+            dns_cache_ttl: None,
+            http2_prior_knowledge: false,
+            http1_only: false,
+            default_headers: Arc::new(default_headers),
+            #[cfg(feature = "rustls")]
+            tls: None,
         }
     }
 }
 
-/// Configures an [`HttpClientManager`].
+fn default_user_agent() -> HeaderValue {
+    HeaderValue::from_static(concat!("rtlocal/", env!("CARGO_PKG_VERSION")))
+}
+
+/// Configures an [`HttpClientManager`]: every client it builds uses this one validated
+/// configuration.
 ///
 /// Every setter states its default. Settings that can be turned off take
-/// `impl Into<Option<_>>`: pass `None` to turn them off.
+/// `impl Into<Option<_>>`: pass `None` to turn them off. [`build`](Builder::build)
+/// rejects nonsense (zero limits or timeouts, contradictory options) with an error that
+/// names the setting and the value.
+///
+/// Connection limits apply per client. A manager has one client per thread (per runtime
+/// on that thread), so the most sockets a manager opens to one host is
+/// `max_connections_per_host` × the threads using it. Limits are not shared across
+/// runtimes on purpose: a permit held by an idle pooled connection of an idle runtime
+/// would make busy runtimes wait for a connection nobody will ever release.
 ///
 /// # Examples
 ///
@@ -46,38 +78,56 @@ impl Default for Config {
 /// use std::time::Duration;
 ///
 /// let manager = rtlocal::HttpClientManager::builder()
-///     .close_timeout(Duration::from_secs(2))
+///     .connect_timeout(Duration::from_secs(3))
+///     .request_timeout(Duration::from_secs(30))
+///     .max_connections_per_host(8)
 ///     .pool_idle_timeout(Duration::from_secs(30))
 ///     .build()?;
 /// # Ok::<(), rtlocal::Error>(())
 /// ```
 ///
-/// Nonsense is rejected with an error naming the setting:
-///
 /// ```
 /// let err = rtlocal::HttpClientManager::builder()
-///     .close_timeout(std::time::Duration::ZERO)
+///     .max_connections_per_host(0)
 ///     .build()
 ///     .unwrap_err();
 /// assert!(err.is_config());
-/// assert!(err.to_string().contains("close_timeout"));
+/// assert!(err.to_string().contains("max_connections_per_host"));
 /// ```
 #[derive(Clone)]
 pub struct Builder {
     config: Config,
-    user_agent_error: Option<String>,
+    pool_max_idle_set: bool,
+    deferred_error: Option<String>,
+    #[cfg(feature = "rustls")]
+    tls: TlsSettings,
+}
+
+#[cfg(feature = "rustls")]
+#[derive(Clone, Default)]
+struct TlsSettings {
+    extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    no_built_in_roots: bool,
 }
 
 impl Builder {
     pub(crate) fn new() -> Self {
         Builder {
             config: Config::default(),
-            user_agent_error: None,
+            pool_max_idle_set: false,
+            deferred_error: None,
+            #[cfg(feature = "rustls")]
+            tls: TlsSettings::default(),
         }
     }
 
-    /// How long closing a stale client (on a runtime change) or `close_all` waits for
-    /// in-flight requests before it forces the connections shut. Must be greater than zero.
+    fn defer(&mut self, msg: String) {
+        self.deferred_error.get_or_insert(msg);
+    }
+
+    /// How long closing a stale client (on a runtime change), `close_all` or a forced
+    /// `shutdown` waits for in-flight requests before it cuts them. Must be greater than
+    /// zero.
     ///
     /// Default is 5 seconds.
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
@@ -85,7 +135,9 @@ impl Builder {
         self
     }
 
-    /// Deadline for establishing a TCP connection. `None` waits as long as the OS does.
+    /// Deadline for establishing a TCP connection (and the TLS handshake is bounded by
+    /// the request timeout). A connect that overruns fails with both
+    /// [`Error::is_connect`] and [`Error::is_timeout`]. `None` waits as long as the OS.
     ///
     /// Default is 10 seconds.
     pub fn connect_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
@@ -93,8 +145,19 @@ impl Builder {
         self
     }
 
-    /// How long an idle pooled connection is kept before it is closed. `None` keeps idle
-    /// connections until the client is closed.
+    /// A total deadline for each request: from the start of the request (including
+    /// waiting for a connection, connecting and TLS) to the end of the response body. A
+    /// request or body that overruns it fails with [`Error::is_timeout`]. `None` turns
+    /// it off.
+    ///
+    /// Default is 300 seconds.
+    pub fn request_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.config.request_timeout = timeout.into();
+        self
+    }
+
+    /// How long an idle pooled connection is kept before it is closed (a timer is always
+    /// wired in, so this works). `None` keeps idle connections until the client closes.
     ///
     /// Default is 90 seconds.
     pub fn pool_idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
@@ -104,9 +167,39 @@ impl Builder {
 
     /// The most idle connections kept per host. `0` disables pooling.
     ///
-    /// Default is unlimited (`usize::MAX`).
+    /// Default is unlimited.
     pub fn pool_max_idle_per_host(mut self, max: usize) -> Self {
         self.config.pool_max_idle_per_host = max;
+        self.pool_max_idle_set = true;
+        self
+    }
+
+    /// The most open connections per client, to all hosts. A request that needs a new
+    /// connection when the limit is reached waits (bounded by its request timeout) for a
+    /// pooled connection or a free slot.
+    ///
+    /// Default is unlimited.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.config.max_connections = Some(max);
+        self
+    }
+
+    /// The most open connections per client to one host (`host:port`), like Go's
+    /// `MaxConnsPerHost` or aiohttp's `limit_per_host`. Requests beyond it wait (bounded
+    /// by their request timeout).
+    ///
+    /// Default is unlimited.
+    pub fn max_connections_per_host(mut self, max: usize) -> Self {
+        self.config.max_connections_per_host = Some(max);
+        self
+    }
+
+    /// `false` opens a fresh connection for every request and closes it afterwards (sends
+    /// `Connection: close` and keeps nothing idle): the `force_close` of other clients.
+    ///
+    /// Default is `true`.
+    pub fn keep_alive(mut self, keep_alive: bool) -> Self {
+        self.config.keep_alive = keep_alive;
         self
     }
 
@@ -118,27 +211,131 @@ impl Builder {
         self
     }
 
+    /// Caches name resolutions for this long, shared by all of the manager's clients
+    /// (resolution is the system's, `getaddrinfo`, so `/etc/hosts` and `nsswitch` apply).
+    /// `None` resolves on every new connection. [`Stats::dns_lookups`](crate::Stats)
+    /// counts the resolutions made.
+    ///
+    /// Default is `None`.
+    pub fn dns_cache_ttl(mut self, ttl: impl Into<Option<Duration>>) -> Self {
+        self.config.dns_cache_ttl = ttl.into();
+        self
+    }
+
+    /// Speaks HTTP/2 from the first byte on plain `http` connections (h2c), and offers
+    /// only `h2` in TLS ALPN.
+    ///
+    /// Default is off: HTTP/1.1, or HTTP/2 when TLS ALPN negotiates it.
+    pub fn http2_prior_knowledge(mut self) -> Self {
+        self.config.http2_prior_knowledge = true;
+        self
+    }
+
+    /// Offers only HTTP/1.1 in TLS ALPN.
+    ///
+    /// Default is off: `h2` and `http/1.1` are offered, `h2` preferred.
+    pub fn http1_only(mut self) -> Self {
+        self.config.http1_only = true;
+        self
+    }
+
+    /// Headers sent on every request that does not set them itself. Replaces earlier
+    /// defaults of the same names.
+    ///
+    /// Default is `User-Agent: rtlocal/<version>`.
+    pub fn default_headers(mut self, headers: HeaderMap) -> Self {
+        let defaults = Arc::make_mut(&mut self.config.default_headers);
+        let mut last = None;
+        for (name, value) in headers {
+            let name = match name {
+                Some(n) => {
+                    defaults.remove(&n);
+                    last = Some(n.clone());
+                    n
+                }
+                None => match &last {
+                    Some(n) => n.clone(),
+                    None => continue,
+                },
+            };
+            defaults.append(name, value);
+        }
+        self
+    }
+
     /// The `User-Agent` sent when a request has none. `None` sends none.
     ///
     /// Default is `rtlocal/<version>`.
     pub fn user_agent(mut self, user_agent: Option<&str>) -> Self {
-        self.user_agent_error = None;
-        self.config.user_agent = match user_agent.map(HeaderValue::from_str).transpose() {
-            Ok(v) => v,
-            Err(_) => {
-                self.user_agent_error = Some(format!("{user_agent:?}"));
-                None
+        let defaults = Arc::make_mut(&mut self.config.default_headers);
+        match user_agent.map(HeaderValue::from_str) {
+            None => {
+                defaults.remove(USER_AGENT);
             }
-        };
+            Some(Ok(v)) => {
+                defaults.insert(USER_AGENT, v);
+            }
+            Some(Err(_)) => self.defer(format!(
+                "user_agent {user_agent:?} is not a valid header value"
+            )),
+        }
+        self
+    }
+
+    /// Trusts the certificates in `pem` (one or more PEM `CERTIFICATE` blocks), e.g. a
+    /// private CA, in addition to the built-in roots.
+    #[cfg(feature = "rustls")]
+    pub fn add_root_certificate_pem(mut self, pem: &[u8]) -> Self {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut found = 0;
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            match cert {
+                Ok(c) => {
+                    self.tls.extra_roots.push(c);
+                    found += 1;
+                }
+                Err(e) => {
+                    self.defer(format!("add_root_certificate_pem: invalid PEM: {e}"));
+                    return self;
+                }
+            }
+        }
+        if found == 0 {
+            self.defer("add_root_certificate_pem: no CERTIFICATE block in the PEM".to_owned());
+        }
+        self
+    }
+
+    /// Trusts a DER-encoded certificate, in addition to the built-in roots.
+    #[cfg(feature = "rustls")]
+    pub fn add_root_certificate_der(mut self, der: impl Into<Vec<u8>>) -> Self {
+        self.tls
+            .extra_roots
+            .push(rustls::pki_types::CertificateDer::from(der.into()));
+        self
+    }
+
+    /// `false` trusts only the certificates added with `add_root_certificate_*`.
+    ///
+    /// Default is `true`: the Mozilla roots (webpki-roots), and with the
+    /// `rustls-native-roots` feature also the operating system's store.
+    #[cfg(feature = "rustls")]
+    pub fn tls_built_in_roots(mut self, enabled: bool) -> Self {
+        self.tls.no_built_in_roots = !enabled;
         self
     }
 
     /// Validates the settings and builds the manager.
     ///
     /// # Errors
-    /// [`Error::is_config`] with a message naming the setting and the value when a
-    /// timeout is zero or the user agent is not a valid header value.
-    pub fn build(self) -> Result<HttpClientManager, Error> {
+    /// [`Error::is_config`], with a message naming the setting and the value, when a
+    /// timeout or limit is zero, settings contradict each other, a header value is
+    /// invalid, or a root certificate does not parse.
+    pub fn build(mut self) -> Result<HttpClientManager, Error> {
+        if let Some(msg) = self.deferred_error.take() {
+            return Err(Error::config(msg));
+        }
         let c = &self.config;
         if c.close_timeout.is_zero() {
             return Err(Error::config(
@@ -146,23 +343,105 @@ impl Builder {
                  a client waits for in-flight requests",
             ));
         }
-        if c.connect_timeout.is_some_and(|d| d.is_zero()) {
-            return Err(Error::config(
-                "connect_timeout must be greater than zero (got 0s); pass None to turn it off",
-            ));
+        for (name, value, off) in [
+            (
+                "connect_timeout",
+                c.connect_timeout,
+                "pass None to turn it off",
+            ),
+            (
+                "request_timeout",
+                c.request_timeout,
+                "pass None to turn it off",
+            ),
+            (
+                "pool_idle_timeout",
+                c.pool_idle_timeout,
+                "pass None to keep idle connections, or pool_max_idle_per_host(0) to \
+                 disable pooling",
+            ),
+            (
+                "dns_cache_ttl",
+                c.dns_cache_ttl,
+                "pass None to turn the cache off",
+            ),
+        ] {
+            if value.is_some_and(|d| d.is_zero()) {
+                return Err(Error::config(format!(
+                    "{name} must be greater than zero (got 0s); {off}"
+                )));
+            }
         }
-        if c.pool_idle_timeout.is_some_and(|d| d.is_zero()) {
-            return Err(Error::config(
-                "pool_idle_timeout must be greater than zero (got 0s); pass None to keep idle \
-                 connections, or pool_max_idle_per_host(0) to disable pooling",
-            ));
+        for (name, value) in [
+            ("max_connections", c.max_connections),
+            ("max_connections_per_host", c.max_connections_per_host),
+        ] {
+            if value == Some(0) {
+                return Err(Error::config(format!(
+                    "{name} must be at least 1 (got 0): no request could ever connect"
+                )));
+            }
         }
-        if let Some(ua) = &self.user_agent_error {
+        if let (Some(total), Some(per_host)) = (c.max_connections, c.max_connections_per_host) {
+            if per_host > total {
+                return Err(Error::config(format!(
+                    "max_connections_per_host ({per_host}) is greater than max_connections \
+                     ({total}); it could never be reached"
+                )));
+            }
+        }
+        if !c.keep_alive && self.pool_max_idle_set && c.pool_max_idle_per_host > 0 {
             return Err(Error::config(format!(
-                "user_agent {ua} is not a valid header value"
+                "keep_alive(false) contradicts pool_max_idle_per_host({}): without keep-alive \
+                 no connection is kept idle",
+                c.pool_max_idle_per_host
             )));
         }
+        if c.http2_prior_knowledge && c.http1_only {
+            return Err(Error::config(
+                "http2_prior_knowledge() contradicts http1_only(): choose one",
+            ));
+        }
+        #[cfg(feature = "rustls")]
+        {
+            self.config.tls = Some(self.tls_config()?);
+        }
         Ok(HttpClientManager::from_config(self.config))
+    }
+
+    #[cfg(feature = "rustls")]
+    fn tls_config(&self) -> Result<Arc<rustls::ClientConfig>, Error> {
+        let mut roots = rustls::RootCertStore::empty();
+        if !self.tls.no_built_in_roots {
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            #[cfg(feature = "rustls-native-roots")]
+            {
+                let native = rustls_native_certs::load_native_certs();
+                for cert in native.certs {
+                    // A malformed system certificate is skipped, as browsers do.
+                    let _ = roots.add(cert);
+                }
+            }
+        }
+        for (i, cert) in self.tls.extra_roots.iter().enumerate() {
+            roots.add(cert.clone()).map_err(|e| {
+                Error::config(format!("root certificate #{i} is not a usable CA: {e}"))
+            })?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::config(format!("TLS protocol versions: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = if self.config.http2_prior_knowledge {
+            vec![b"h2".to_vec()]
+        } else if self.config.http1_only {
+            vec![b"http/1.1".to_vec()]
+        } else {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        };
+        Ok(Arc::new(tls))
     }
 }
 
@@ -170,6 +449,6 @@ impl fmt::Debug for Builder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Builder")
             .field("config", &self.config)
-            .finish()
+            .finish_non_exhaustive()
     }
 }

@@ -1,25 +1,33 @@
 //! Connection tracking: the executor every connection task is spawned through, and a
-//! connector that keeps a handle on every socket.
+//! connector that keeps a handle on every socket, enforces the connection limits and
+//! (with the `rustls` feature) speaks TLS.
 //!
 //! Closing a client must shut its connections down *on the wire* even when the runtime
 //! that owns their tasks is alive but idle (nobody polls an aborted task there). So every
 //! socket's fd is kept in the tracker, and close calls `shutdown(2)` on it: the peer sees
 //! the connection end at once. Soundness: a socket's entry is removed under the tracker
 //! lock by the owning stream's `Drop`, which runs before the fd is closed; `shutdown` runs
-//! under the same lock, so it only ever sees open fds.
+//! under the same lock, so it only ever sees open fds. TLS wraps the tracked TCP stream,
+//! so the same holds for HTTPS connections.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use http::Uri;
+use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 
 use crate::error::BoxError;
@@ -100,7 +108,11 @@ impl ConnTracker {
         }
     }
 
-    fn register(self: &Arc<Self>, io: TokioIo<TcpStream>) -> Result<TrackedIo, BoxError> {
+    fn register(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        permits: Permits,
+    ) -> Result<TrackedTcp, BoxError> {
         let mut st = self.state.lock();
         if st.closed {
             return Err(Box::new(ClientClosed));
@@ -108,17 +120,18 @@ impl ConnTracker {
         st.next_id += 1;
         let id = st.next_id;
         #[cfg(unix)]
-        let raw = std::os::fd::AsRawFd::as_raw_fd(io.inner());
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&stream);
         #[cfg(not(unix))]
         let raw = ();
         st.sockets.insert(id, raw);
         drop(st);
         Counters::inc(&self.counters.connections_opened);
         Counters::inc(&self.counters.connections_open);
-        Ok(TrackedIo {
-            io,
+        Ok(TrackedTcp {
+            stream,
             id,
             tracker: Arc::clone(self),
+            _permits: permits,
         })
     }
 
@@ -165,7 +178,7 @@ impl fmt::Debug for ConnTracker {
 #[cfg(unix)]
 fn shutdown_socket(raw: RawSocket) {
     // SAFETY: `raw` was taken from the tracker's map under its lock, and the lock is still
-    // held. A socket's entry is removed (under this lock) by `TrackedIo::drop` before the
+    // held. A socket's entry is removed (under this lock) by `TrackedTcp::drop` before the
     // stream that owns the fd is dropped, so the fd is open and is that socket.
     let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
     // ENOTCONN when the peer is already gone: nothing left to shut down.
@@ -202,17 +215,162 @@ where
     }
 }
 
-/// hyper-util's HTTP connector, with every socket registered in the tracker.
-#[derive(Clone)]
-pub(crate) struct TrackingConnector {
-    pub(crate) http: HttpConnector,
-    pub(crate) tracker: Arc<ConnTracker>,
+/// The connection limits of one client: open sockets in all, and per host.
+///
+/// Permits are owned by the socket and returned when it closes, so every path (success,
+/// error, timeout, a request future dropped mid-way) returns them: there is no path that
+/// forgets to.
+pub(crate) struct Limits {
+    total: Option<Arc<Semaphore>>,
+    per_host: Option<usize>,
+    hosts: parking_lot::Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
-type Connecting = Pin<Box<dyn Future<Output = Result<TrackedIo, BoxError>> + Send>>;
+/// The permits one socket holds.
+pub(crate) struct Permits {
+    _host: Option<OwnedSemaphorePermit>,
+    _total: Option<OwnedSemaphorePermit>,
+}
+
+impl Limits {
+    pub(crate) fn new(total: Option<usize>, per_host: Option<usize>) -> Arc<Self> {
+        Arc::new(Limits {
+            total: total.map(|n| Arc::new(Semaphore::new(n))),
+            per_host,
+            hosts: parking_lot::Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Waits for a permit for `host` and then one in all (always in that order, so two
+    /// connects cannot each hold what the other waits for).
+    async fn acquire(&self, host: &str) -> Permits {
+        let host_sem = self.per_host.map(|n| {
+            Arc::clone(
+                self.hosts
+                    .lock()
+                    .entry(host.to_owned())
+                    .or_insert_with(|| Arc::new(Semaphore::new(n))),
+            )
+        });
+        // The semaphores are never closed, so acquiring cannot fail.
+        let host = match host_sem {
+            Some(s) => s.acquire_owned().await.ok(),
+            None => None,
+        };
+        let total = match &self.total {
+            Some(s) => Arc::clone(s).acquire_owned().await.ok(),
+            None => None,
+        };
+        Permits {
+            _host: host,
+            _total: total,
+        }
+    }
+}
+
+/// A TTL cache in front of the system resolver (`getaddrinfo`), shared by every client
+/// of a manager. DNS answers do not belong to a runtime, so sharing them is safe.
+#[derive(Clone)]
+pub(crate) struct Resolver {
+    gai: GaiResolver,
+    cache: Option<Arc<DnsCache>>,
+    counters: Arc<Counters>,
+}
+
+pub(crate) struct DnsCache {
+    ttl: Duration,
+    entries: parking_lot::Mutex<HashMap<String, (Vec<SocketAddr>, Instant)>>,
+}
+
+impl DnsCache {
+    pub(crate) fn new(ttl: Duration) -> Arc<Self> {
+        Arc::new(DnsCache {
+            ttl,
+            entries: parking_lot::Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn get(&self, host: &str) -> Option<Vec<SocketAddr>> {
+        let mut entries = self.entries.lock();
+        match entries.get(host) {
+            Some((addrs, expires)) if *expires > Instant::now() => Some(addrs.clone()),
+            Some(_) => {
+                entries.remove(host);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn put(&self, host: &str, addrs: Vec<SocketAddr>) {
+        let mut entries = self.entries.lock();
+        // Bounded by the hosts in use; expired entries go when next looked up, and all
+        // of them when the table grows past a size no real workload reaches.
+        if entries.len() >= 4096 {
+            let now = Instant::now();
+            entries.retain(|_, (_, expires)| *expires > now);
+        }
+        entries.insert(host.to_owned(), (addrs, Instant::now() + self.ttl));
+    }
+}
+
+impl Resolver {
+    pub(crate) fn new(cache: Option<Arc<DnsCache>>, counters: Arc<Counters>) -> Self {
+        Resolver {
+            gai: GaiResolver::new(),
+            cache,
+            counters,
+        }
+    }
+}
+
+type Resolving =
+    Pin<Box<dyn Future<Output = Result<std::vec::IntoIter<SocketAddr>, io::Error>> + Send>>;
+
+impl tower_service::Service<Name> for Resolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = io::Error;
+    type Future = Resolving;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), io::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Resolving {
+        if let Some(addrs) = self.cache.as_ref().and_then(|c| c.get(name.as_str())) {
+            return Box::pin(std::future::ready(Ok(addrs.into_iter())));
+        }
+        let mut gai = self.gai.clone();
+        let (cache, counters) = (self.cache.clone(), Arc::clone(&self.counters));
+        Box::pin(async move {
+            Counters::inc(&counters.dns_lookups);
+            let host = name.as_str().to_owned();
+            let addrs: Vec<SocketAddr> = tower_service::Service::call(&mut gai, name)
+                .await?
+                .collect();
+            if let Some(cache) = cache {
+                cache.put(&host, addrs.clone());
+            }
+            Ok(addrs.into_iter())
+        })
+    }
+}
+
+/// hyper-util's HTTP connector (over our resolver), with connection limits, every socket
+/// registered in the tracker, and TLS for `https` URIs.
+#[derive(Clone)]
+pub(crate) struct TrackingConnector {
+    pub(crate) http: HttpConnector<Resolver>,
+    pub(crate) tracker: Arc<ConnTracker>,
+    pub(crate) limits: Arc<Limits>,
+    #[cfg(feature = "rustls")]
+    pub(crate) tls: Option<tokio_rustls::TlsConnector>,
+}
+
+type Connecting = Pin<Box<dyn Future<Output = Result<TokioIo<Conn>, BoxError>> + Send>>;
 
 impl tower_service::Service<Uri> for TrackingConnector {
-    type Response = TrackedIo;
+    type Response = TokioIo<Conn>;
     type Error = BoxError;
     type Future = Connecting;
 
@@ -221,71 +379,89 @@ impl tower_service::Service<Uri> for TrackingConnector {
     }
 
     fn call(&mut self, uri: Uri) -> Connecting {
-        let connecting = self.http.call(uri);
-        let tracker = Arc::clone(&self.tracker);
+        let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let host = uri.host().unwrap_or_default().to_owned();
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let mut http = self.http.clone();
+        let (tracker, limits) = (Arc::clone(&self.tracker), Arc::clone(&self.limits));
+        #[cfg(feature = "rustls")]
+        let tls = self.tls.clone();
         Box::pin(async move {
-            let io = connecting.await.map_err(BoxError::from)?;
-            tracker.register(io)
+            #[cfg(not(feature = "rustls"))]
+            if https {
+                return Err(BoxError::from(
+                    "https URIs need TLS: build rtlocal with the `rustls` feature",
+                ));
+            }
+            let permits = limits.acquire(&format!("{host}:{port}")).await;
+            let io = tower_service::Service::call(&mut http, uri)
+                .await
+                .map_err(BoxError::from)?;
+            let tcp = tracker.register(io.into_inner(), permits)?;
+            #[cfg(feature = "rustls")]
+            if https {
+                let tls = tls.ok_or_else(|| BoxError::from("TLS is not configured"))?;
+                let name = rustls::pki_types::ServerName::try_from(
+                    host.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_owned(),
+                )
+                .map_err(|e| BoxError::from(format!("invalid TLS server name {host:?}: {e}")))?;
+                let stream = tls.connect(name, tcp).await?;
+                return Ok(TokioIo::new(Conn::Tls(Box::new(stream))));
+            }
+            Ok(TokioIo::new(Conn::Plain(tcp)))
         })
     }
 }
 
-/// A tracked TCP stream.
-pub(crate) struct TrackedIo {
-    io: TokioIo<TcpStream>,
+/// A tracked TCP stream holding its connection-limit permits.
+pub(crate) struct TrackedTcp {
+    stream: TcpStream,
     id: u64,
     tracker: Arc<ConnTracker>,
+    _permits: Permits,
 }
 
-impl Drop for TrackedIo {
+impl Drop for TrackedTcp {
     fn drop(&mut self) {
-        // Before `io` (and its fd) is dropped: see the module docs. A socket that `close`
-        // already shut down was uncounted there.
+        // Before `stream` (and its fd) is dropped: see the module docs. A socket that
+        // `close` already shut down was uncounted there.
         if self.tracker.state.lock().sockets.remove(&self.id).is_some() {
             Counters::dec(&self.tracker.counters.connections_open);
         }
     }
 }
 
-impl Connection for TrackedIo {
-    fn connected(&self) -> Connected {
-        self.io.connected()
-    }
-}
-
-impl hyper::rt::Read for TrackedIo {
+impl AsyncRead for TrackedTcp {
     #[inline]
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
+        buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
 
-impl hyper::rt::Write for TrackedIo {
+impl AsyncWrite for TrackedTcp {
     #[inline]
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
     #[inline]
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     #[inline]
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 
     #[inline]
@@ -294,6 +470,99 @@ impl hyper::rt::Write for TrackedIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// One connection: plain TCP or TLS over it.
+pub(crate) enum Conn {
+    Plain(TrackedTcp),
+    #[cfg(feature = "rustls")]
+    Tls(Box<tokio_rustls::client::TlsStream<TrackedTcp>>),
+}
+
+impl Connection for Conn {
+    fn connected(&self) -> Connected {
+        match self {
+            Conn::Plain(_) => Connected::new(),
+            #[cfg(feature = "rustls")]
+            Conn::Tls(s) => {
+                let c = Connected::new();
+                if s.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    c.negotiated_h2()
+                } else {
+                    c
+                }
+            }
+        }
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            Conn::Plain($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            #[cfg(feature = "rustls")]
+            Conn::Tls($s) => {
+                let $s = Pin::new(&mut **$s);
+                $e
+            }
+        }
+    };
+}
+
+impl AsyncRead for Conn {
+    #[inline]
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Conn {
+    #[inline]
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, s => s.poll_write(cx, buf))
+    }
+
+    #[inline]
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_flush(cx))
+    }
+
+    #[inline]
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_shutdown(cx))
+    }
+
+    #[inline]
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, s => s.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Conn::Plain(s) => s.is_write_vectored(),
+            #[cfg(feature = "rustls")]
+            Conn::Tls(s) => s.is_write_vectored(),
+        }
     }
 }

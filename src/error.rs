@@ -32,6 +32,7 @@ pub(crate) enum Kind {
     Closed,
     ShutDown,
     Connect,
+    ConnectTimeout,
     Timeout,
     Request,
     Body,
@@ -92,6 +93,10 @@ impl Error {
         Error::new(Kind::RuntimeGone)
     }
 
+    pub(crate) fn timeout(detail: impl Into<String>) -> Self {
+        Error::with_detail(Kind::Timeout, detail)
+    }
+
     pub(crate) fn shut_down() -> Self {
         Error::new(Kind::ShutDown)
     }
@@ -121,7 +126,7 @@ impl Error {
     pub(crate) fn from_client(err: hyper_util::client::legacy::Error) -> Self {
         if err.is_connect() {
             let kind = if chain_has_timeout(&err) {
-                Kind::Timeout
+                Kind::ConnectTimeout
             } else {
                 Kind::Connect
             };
@@ -156,12 +161,13 @@ impl Error {
 
     /// Connecting to the server failed (refused, unreachable, DNS, ...).
     pub fn is_connect(&self) -> bool {
-        self.inner.kind == Kind::Connect
+        matches!(self.inner.kind, Kind::Connect | Kind::ConnectTimeout)
     }
 
-    /// A deadline passed (connect timeout, or a close that had to be forced).
+    /// A deadline passed: the request timeout (waiting for a connection, the response or
+    /// its body), or the connect timeout (then [`is_connect`](Self::is_connect) too).
     pub fn is_timeout(&self) -> bool {
-        self.inner.kind == Kind::Timeout
+        matches!(self.inner.kind, Kind::Timeout | Kind::ConnectTimeout)
     }
 
     /// The request failed after the connection was established.
@@ -227,6 +233,10 @@ impl fmt::Display for Error {
                  if work must go on)"
             }
             Kind::Connect => "could not connect to the server",
+            Kind::ConnectTimeout => {
+                "could not connect to the server: connect_timeout passed (raise it with \
+                 Builder::connect_timeout)"
+            }
             Kind::Timeout => "a deadline passed before the operation finished",
             Kind::Request => "the request failed",
             Kind::Body => "reading the response body failed",

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use crate::client::Client;
 use crate::config::{Builder, Config};
+use crate::connect::DnsCache;
 use crate::error::{Error, Kind};
 use crate::runtime::{RuntimeEntry, entry_for};
 use crate::slot::{Acquire, BindingKey, Completion, Lease, Outcome, PublishError, Retire, Slot};
@@ -161,6 +162,8 @@ pub struct HttpClientManager {
 pub(crate) struct Shared {
     slots: ThreadLocal<Arc<ManagedSlot>>,
     shut_down: AtomicBool,
+    /// Shared by every client: DNS answers do not belong to a runtime.
+    dns: Option<Arc<DnsCache>>,
     config: Config,
     counters: Arc<Counters>,
 }
@@ -181,6 +184,7 @@ impl HttpClientManager {
             shared: Arc::new(Shared {
                 slots: ThreadLocal::new(),
                 shut_down: AtomicBool::new(false),
+                dns: config.dns_cache_ttl.map(DnsCache::new),
                 config,
                 counters: Arc::new(Counters::default()),
             }),
@@ -400,6 +404,7 @@ impl Shared {
             handle.clone(),
             Arc::downgrade(self),
             Arc::clone(&self.counters),
+            self.dns.clone(),
         );
         let weak_client = Arc::downgrade(&client.inner);
         let weak_slot = Arc::downgrade(slot);

@@ -20,6 +20,7 @@ pub(crate) struct Counters {
     pub(crate) requests_started: AtomicU64,
     pub(crate) requests_in_flight: AtomicU64,
     pub(crate) requests_failed: AtomicU64,
+    pub(crate) dns_lookups: AtomicU64,
 }
 
 impl Counters {
@@ -69,6 +70,7 @@ impl Counters {
             callbacks_run: cb_run,
             callbacks_panicked: cb_panicked,
             thread_slots: slots,
+            dns_lookups: get(&self.dns_lookups),
         }
     }
 }
@@ -113,6 +115,8 @@ pub struct Stats {
     /// Per-thread slots allocated. Bounded by the most threads alive at once: an exited
     /// thread's slot is reused by the next new thread.
     pub thread_slots: u64,
+    /// Name resolutions made (cache misses when `dns_cache_ttl` is set).
+    pub dns_lookups: u64,
 }
 
 /// What [`HttpClientManager::close_all`](crate::HttpClientManager::close_all) or
