@@ -61,6 +61,7 @@ fn main() {
     // Same settings as the raw client: no default User-Agent (raw sends none).
     let m = rtlocal::HttpClientManager::builder()
         .user_agent(None)
+        .request_timeout(None)
         .build()
         .expect("config");
     let churn = |raw: bool| {

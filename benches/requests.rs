@@ -74,6 +74,7 @@ fn current_thread_rt() -> tokio::runtime::Runtime {
 fn manager() -> HttpClientManager {
     HttpClientManager::builder()
         .user_agent(None)
+        .request_timeout(None)
         .build()
         .expect("config")
 }

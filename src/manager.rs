@@ -171,7 +171,11 @@ pub(crate) struct Shared {
 impl HttpClientManager {
     /// A manager with the default configuration (see [`Builder`]).
     pub fn new() -> Self {
-        Self::from_config(Config::default())
+        // The defaults always validate; should building the TLS configuration ever fail,
+        // https requests report it rather than `new` panicking.
+        Builder::new()
+            .build()
+            .unwrap_or_else(|_| Self::from_config(Config::default()))
     }
 
     /// Configures a manager.

@@ -23,6 +23,8 @@ pub const HANG_GUARD: Duration = Duration::from_secs(20);
 pub struct Counts {
     pub accepted: AtomicUsize,
     pub open: AtomicUsize,
+    /// The most connections open at once.
+    pub max_open: AtomicUsize,
     pub requests: AtomicUsize,
 }
 
@@ -36,7 +38,7 @@ impl TestServer {
     /// Starts a server on its own runtime (independent of the clients' runtimes).
     ///
     /// Routes: `/` → "hello"; `/slow/MS` → "slow" after MS milliseconds;
-    /// `/echo` → the request body.
+    /// `/echo` → the request body; `/header/NAME` → that request header's value.
     pub fn start() -> TestServer {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -56,7 +58,8 @@ impl TestServer {
                     continue;
                 };
                 c.accepted.fetch_add(1, Ordering::SeqCst);
-                c.open.fetch_add(1, Ordering::SeqCst);
+                let now_open = c.open.fetch_add(1, Ordering::SeqCst) + 1;
+                c.max_open.fetch_max(now_open, Ordering::SeqCst);
                 let c2 = Arc::clone(&c);
                 tokio::spawn(async move {
                     let c3 = Arc::clone(&c2);
@@ -117,6 +120,14 @@ async fn handle(
         tokio::time::sleep(Duration::from_millis(ms)).await;
         return Ok(Response::new(Full::new(Bytes::from_static(b"slow"))));
     }
+    if let Some(name) = path.strip_prefix("/header/") {
+        let value = req
+            .headers()
+            .get(name)
+            .map(|v| Bytes::copy_from_slice(v.as_bytes()))
+            .unwrap_or_default();
+        return Ok(Response::new(Full::new(value)));
+    }
     if path == "/echo" {
         let body = req
             .into_body()
@@ -161,4 +172,91 @@ pub fn block_on_guarded<F: std::future::Future>(rt: &tokio::runtime::Runtime, fu
             .await
             .expect("hang guard: the operation did not finish")
     })
+}
+
+/// How a [`RawServer`] misbehaves.
+#[derive(Clone, Copy, Debug)]
+pub enum Misbehave {
+    /// Accepts and never answers.
+    NeverAnswer,
+    /// Sends headers promising 100 bytes, sends 10, then stalls.
+    StallBody,
+    /// Sends headers and part of the body, then resets the connection (RST).
+    ResetMidResponse,
+}
+
+/// A raw TCP server on 127.0.0.1 that misbehaves on purpose, counting connections.
+pub struct RawServer {
+    pub addr: SocketAddr,
+    pub accepted: Arc<AtomicUsize>,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl RawServer {
+    pub fn start(mode: Misbehave) -> RawServer {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("raw server runtime");
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let acc = Arc::clone(&accepted);
+        rt.spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                acc.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    // Read the request head before misbehaving.
+                    let mut buf = vec![0u8; 4096];
+                    let mut seen = Vec::new();
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789";
+                    match mode {
+                        Misbehave::NeverAnswer => {
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                        }
+                        Misbehave::StallBody => {
+                            let _ = stream.write_all(head).await;
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                        }
+                        Misbehave::ResetMidResponse => {
+                            let _ = stream.write_all(head).await;
+                            let _ = stream.flush().await;
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            // Linger 0: close sends RST instead of FIN.
+                            let _ =
+                                socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                            drop(stream);
+                        }
+                    }
+                });
+            }
+        });
+        RawServer {
+            addr,
+            accepted,
+            rt: Some(rt),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+impl Drop for RawServer {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
 }
