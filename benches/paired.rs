@@ -11,16 +11,11 @@
 //!
 //! `cargo bench --bench paired` (rounds: `-- 3000`)
 
-use std::convert::Infallible;
+mod support;
+
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use http_body_util::BodyExt;
 
 fn main() {
     // `cargo bench` passes `--bench`; a number is the round count. Without `--bench`
@@ -36,34 +31,9 @@ fn main() {
             "smoke run ({rounds} rounds, not a measurement): use `cargo bench --bench paired`"
         );
     }
-    let server = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("server runtime");
-    let listener = server
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    server.spawn(async move {
-        while let Ok((s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let svc = service_fn(|_r| async {
-                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"hi"))))
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
+    let (addr, _server) = support::loopback_server();
     let uri: http::Uri = format!("http://{addr}/").parse().expect("uri");
-    // Same settings as the raw client: no default User-Agent (raw sends none).
-    let m = rtlocal::HttpClientManager::builder()
-        .user_agent(None)
-        .request_timeout(None)
-        .build()
-        .expect("config");
+    let m = support::manager();
     let churn = |raw: bool| {
         let t = Instant::now();
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -72,18 +42,12 @@ fn main() {
             .expect("runtime");
         rt.block_on(async {
             if raw {
-                let mut http = HttpConnector::new();
-                http.set_nodelay(true);
-                http.set_connect_timeout(Some(Duration::from_secs(10)));
-                let c: HyperClient<_, Empty<Bytes>> = HyperClient::builder(TokioExecutor::new())
-                    .pool_timer(TokioTimer::new())
-                    .pool_idle_timeout(Duration::from_secs(90))
-                    .build(http);
+                let c = support::raw_client();
                 let resp = c.get(uri.clone()).await.expect("request");
                 resp.into_body().collect().await.expect("body");
             } else {
                 let c = m.client().await.expect("client");
-                let resp = c.request(get(&uri)).await.expect("request");
+                let resp = c.request(support::get(&uri)).await.expect("request");
                 resp.into_body().collect().await.expect("body");
             }
         });
@@ -102,11 +66,8 @@ fn main() {
         1,
     );
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let raw_client = raw_client();
+    let rt = support::current_thread_rt();
+    let raw_client = support::raw_client();
     for (concurrency, batch) in [(1usize, 32usize), (64, 64)] {
         let sample = |raw: bool| {
             let t = Instant::now();
@@ -128,7 +89,8 @@ fn main() {
                                     resp.into_body().collect().await.expect("body");
                                 }
                                 Some(mc) => {
-                                    let resp = mc.request(get(&uri)).await.expect("request");
+                                    let resp =
+                                        mc.request(support::get(&uri)).await.expect("request");
                                     resp.into_body().collect().await.expect("body");
                                 }
                             }
@@ -150,23 +112,6 @@ fn main() {
             batch,
         );
     }
-}
-
-/// A GET for a pre-parsed URI: both sides are handed the same parsed `Uri`.
-fn get(uri: &http::Uri) -> http::Request<rtlocal::Body> {
-    http::Request::get(uri.clone())
-        .body(rtlocal::Body::empty())
-        .expect("request")
-}
-
-fn raw_client() -> HyperClient<HttpConnector, Empty<Bytes>> {
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(Duration::from_secs(10)));
-    HyperClient::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(http)
 }
 
 /// `rounds` samples of each side, alternating which goes first. Returns (raw, managed).

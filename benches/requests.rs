@@ -7,83 +7,15 @@
 //!
 //! `cargo bench --bench requests`
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use http_body_util::BodyExt;
 use rtlocal::HttpClientManager;
 
-type Raw = HyperClient<HttpConnector, Empty<Bytes>>;
+mod support;
 
-/// hyper-util configured as rtlocal configures it.
-fn raw_client() -> Raw {
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(Duration::from_secs(10)));
-    HyperClient::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(http)
-}
-
-/// A keep-alive server on its own runtime (one worker, so the client side gets the other core).
-fn server() -> (SocketAddr, tokio::runtime::Runtime) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("server runtime");
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    rt.spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let _ = stream.set_nodelay(true);
-            tokio::spawn(async move {
-                let svc = service_fn(|_req| async {
-                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
-                        b"hello, world",
-                    ))))
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    (addr, rt)
-}
-
-fn current_thread_rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-/// Same settings as `raw_client`: no default User-Agent, and a pre-parsed URI.
-fn manager() -> HttpClientManager {
-    HttpClientManager::builder()
-        .user_agent(None)
-        .request_timeout(None)
-        .build()
-        .expect("config")
-}
-
-fn get(uri: &http::Uri) -> http::Request<rtlocal::Body> {
-    http::Request::get(uri.clone())
-        .body(rtlocal::Body::empty())
-        .expect("request")
-}
+use support::{Raw, current_thread_rt, get, loopback_server as server, manager, raw_client};
 
 async fn managed_get(m: &HttpClientManager, uri: &http::Uri) {
     let c = m.client().await.expect("client");

@@ -28,6 +28,11 @@ fn connection_refused_is_a_prompt_connect_error() {
             .unwrap_err()
     });
     assert!(e.is_connect() && !e.is_timeout(), "{e:?}");
+    assert!(
+        std::error::Error::source(&e).is_some(),
+        "the cause is chained"
+    );
+    assert_eq!(m.stats().requests_failed, 1);
 }
 
 #[test]

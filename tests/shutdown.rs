@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{TestServer, block_on_guarded, current_thread_rt, text};
+use common::{IdleRuntime, TestServer, block_on_guarded, current_thread_rt, text};
 use rtlocal::HttpClientManager;
 
 #[test]
@@ -114,29 +114,14 @@ fn shutdown_with_fifty_requests_in_flight_on_four_threads() {
 fn shutdown_is_idempotent_and_safe_to_call_concurrently() {
     let server = TestServer::start();
     let m = Arc::new(HttpClientManager::new());
-    let mut threads = Vec::new();
-    let (tx_ready, rx_ready) = mpsc::channel();
-    let (tx_go, rx_go) = mpsc::channel::<()>();
-    let rx_go = Arc::new(std::sync::Mutex::new(rx_go));
-    for _ in 0..3 {
-        let (m, url, tx_ready, rx_go) = (
-            Arc::clone(&m),
-            server.url("/"),
-            tx_ready.clone(),
-            Arc::clone(&rx_go),
-        );
-        threads.push(std::thread::spawn(move || {
-            let rt = current_thread_rt();
-            block_on_guarded(&rt, async {
-                text(m.client().await.unwrap().get(&url).await.unwrap()).await;
-            });
-            tx_ready.send(()).unwrap();
-            let _ = rx_go.lock().unwrap().recv(); // idle runtime until the end
-        }));
-    }
-    for _ in 0..3 {
-        rx_ready.recv().unwrap();
-    }
+    let idle: Vec<_> = (0..3)
+        .map(|_| {
+            let (m, url) = (Arc::clone(&m), server.url("/"));
+            IdleRuntime::start(move || async move {
+                text(m.client().await.unwrap().get(&url).await.unwrap()).await
+            })
+        })
+        .collect();
     assert_eq!(server.wait_open(3), 3);
     let rt = current_thread_rt();
     let (a, b) = block_on_guarded(&rt, async {
@@ -150,10 +135,7 @@ fn shutdown_is_idempotent_and_safe_to_call_concurrently() {
     let again = block_on_guarded(&rt, m.shutdown(Duration::from_secs(1)));
     assert_eq!(again.closed, 0, "{again}");
     assert_eq!(server.wait_open(0), 0);
-    drop(tx_go);
-    for t in threads {
-        t.join().unwrap();
-    }
+    drop(idle);
     assert_eq!(m.stats().clients_live, 0);
 }
 
@@ -227,24 +209,13 @@ fn runtime_teardown_with_requests_in_flight_releases_everything() {
 fn shutdown_reaches_clients_whose_runtime_is_gone_or_idle() {
     let server = TestServer::start();
     let m = Arc::new(HttpClientManager::new());
-    // A client on an idle runtime on another thread.
-    let (tx_ready, rx_ready) = mpsc::channel();
-    let (tx_go, rx_go) = mpsc::channel::<()>();
     let (m2, url) = (Arc::clone(&m), server.url("/"));
-    let idle = std::thread::spawn(move || {
-        let rt = current_thread_rt();
-        block_on_guarded(&rt, async {
-            text(m2.client().await.unwrap().get(&url).await.unwrap()).await
-        });
-        tx_ready.send(()).unwrap();
-        let _ = rx_go.recv();
+    let _idle = IdleRuntime::start(move || async move {
+        text(m2.client().await.unwrap().get(&url).await.unwrap()).await
     });
-    rx_ready.recv().unwrap();
     assert_eq!(server.wait_open(1), 1);
     let rt = current_thread_rt();
     let report = block_on_guarded(&rt, m.shutdown(Duration::from_millis(500)));
     assert_eq!(report.closed, 1, "{report}");
     assert_eq!(server.wait_open(0), 0);
-    tx_go.send(()).unwrap();
-    idle.join().unwrap();
 }

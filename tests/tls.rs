@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{block_on_guarded, current_thread_rt, text};
+use common::{IdleRuntime, block_on_guarded, current_thread_rt, text};
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rtlocal::HttpClientManager;
@@ -180,26 +180,15 @@ fn invalid_root_pem_is_a_config_error() {
 #[test]
 fn close_all_shuts_tls_connections_on_the_wire() {
     let server = TlsServer::start();
-    let m = trusting(&server).http1_only().build().unwrap();
-    let (tx_ready, rx_ready) = std::sync::mpsc::channel();
-    let (tx_go, rx_go) = std::sync::mpsc::channel::<()>();
-    let m = Arc::new(m);
+    let m = Arc::new(trusting(&server).http1_only().build().unwrap());
     let (m2, url) = (Arc::clone(&m), server.url());
     // The client's runtime stays alive and idle on its own thread.
-    let idle = std::thread::spawn(move || {
-        let rt = current_thread_rt();
-        block_on_guarded(&rt, async {
-            text(m2.client().await.unwrap().get(&url).await.unwrap()).await
-        });
-        tx_ready.send(()).unwrap();
-        let _ = rx_go.recv();
+    let _idle = IdleRuntime::start(move || async move {
+        text(m2.client().await.unwrap().get(&url).await.unwrap()).await
     });
-    rx_ready.recv().unwrap();
     assert_eq!(server.wait_open(1), 1);
     let rt = current_thread_rt();
     let report = block_on_guarded(&rt, m.close_all());
     assert_eq!(report.closed, 1);
     assert_eq!(server.wait_open(0), 0, "the TLS connection is still open");
-    tx_go.send(()).unwrap();
-    idle.join().unwrap();
 }

@@ -260,3 +260,48 @@ impl Drop for RawServer {
         }
     }
 }
+
+/// A thread that runs `setup` on its own current-thread runtime and then keeps that
+/// runtime alive but idle (nobody drives it) until released or dropped: the shape of a
+/// task-runner worker between jobs.
+pub struct IdleRuntime<T> {
+    /// What `setup` returned.
+    pub value: T,
+    release: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl<T: Send + 'static> IdleRuntime<T> {
+    pub fn start<F, Fut>(setup: F) -> IdleRuntime<T>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = T>,
+    {
+        let (tx_value, rx_value) = std::sync::mpsc::channel();
+        let (release, rx_release) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = current_thread_rt();
+            let value = block_on_guarded(&rt, setup());
+            let _ = tx_value.send(value);
+            let _ = rx_release.recv();
+            drop(rt);
+        });
+        let value = rx_value
+            .recv()
+            .expect("idle runtime thread failed during setup");
+        IdleRuntime {
+            value,
+            release: Some(release),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl<T> Drop for IdleRuntime<T> {
+    fn drop(&mut self) {
+        drop(self.release.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
