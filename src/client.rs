@@ -91,6 +91,8 @@ pub(crate) struct ClientInner {
     drained: Notify,
     hook: parking_lot::Mutex<Option<CleanupHandle>>,
     manager: Weak<Shared>,
+    /// The client's own runtime, for closing it gracefully from elsewhere.
+    handle: Handle,
     counters: Arc<Counters>,
     default_headers: Arc<HeaderMap>,
     keep_alive: bool,
@@ -155,6 +157,7 @@ impl Client {
             drained: Notify::new(),
             hook: parking_lot::Mutex::new(None),
             manager,
+            handle,
             counters,
             default_headers: Arc::clone(&config.default_headers),
             keep_alive: config.keep_alive,
@@ -281,6 +284,17 @@ impl Client {
         self.inner.shut(why).0
     }
 
+    /// Closes gracefully on the client's own runtime, in the background (for a thread
+    /// that exits while requests of its client may still be in flight elsewhere). If that
+    /// runtime is gone, the task is dropped at once, and with it this handle.
+    pub(crate) fn close_in_background(self, timeout: Duration) {
+        self.begin_close();
+        let handle = self.inner.handle.clone();
+        drop(handle.spawn(async move {
+            self.close_graceful(timeout).await;
+        }));
+    }
+
     /// Releases the client from its runtime's teardown: the runtime is dropping every
     /// connection task (so their sockets close) and whatever is in flight with them, so
     /// there is nothing to wait for and nothing to shut down by hand.
@@ -353,10 +367,13 @@ impl ClientInner {
         req: Request<Body>,
         guard: InFlight,
     ) -> Result<Response<ResponseBody>, Error> {
-        let Some(timeout) = self.request_timeout else {
+        // A timeout too large to add to `now` (e.g. `Duration::MAX`) means no deadline.
+        let Some((timeout, deadline)) = self
+            .request_timeout
+            .and_then(|t| Some((t, tokio::time::Instant::now().checked_add(t)?)))
+        else {
             return Self::finish(self.send(req), guard, None).await;
         };
-        let deadline = tokio::time::Instant::now() + timeout;
         let sent = self.send(req);
         match tokio::time::timeout_at(deadline, Self::finish(sent, guard, Some(deadline))).await {
             Ok(result) => result,

@@ -176,7 +176,12 @@ impl Builder {
 
     /// The most open connections per client, to all hosts. A request that needs a new
     /// connection when the limit is reached waits (bounded by its request timeout) for a
-    /// pooled connection or a free slot.
+    /// pooled connection to its host or for a slot to free up.
+    ///
+    /// Idle pooled connections count: they hold their slot until they are closed (by
+    /// `pool_idle_timeout`, or when the server closes them). With a small cap shared by
+    /// several hosts, keep `pool_idle_timeout` short or `pool_max_idle_per_host` low, or a
+    /// request to one host can wait on another host's idle connections.
     ///
     /// Default is unlimited.
     pub fn max_connections(mut self, max: usize) -> Self {

@@ -245,9 +245,14 @@ impl Limits {
     /// connects cannot each hold what the other waits for).
     async fn acquire(&self, host: &str) -> Permits {
         let host_sem = self.per_host.map(|n| {
+            let mut hosts = self.hosts.lock();
+            // Hosts nobody is connected to (only the map holds their semaphore, all
+            // permits free) are forgotten, so a client that visits many hosts stays small.
+            if hosts.len() >= 256 {
+                hosts.retain(|_, s| Arc::strong_count(s) > 1 || s.available_permits() < n);
+            }
             Arc::clone(
-                self.hosts
-                    .lock()
+                hosts
                     .entry(host.to_owned())
                     .or_insert_with(|| Arc::new(Semaphore::new(n))),
             )
@@ -309,14 +314,25 @@ impl DnsCache {
     }
 
     fn put(&self, host: &str, addrs: Vec<SocketAddr>) {
+        const MAX_ENTRIES: usize = 4096;
         let mut entries = self.entries.lock();
-        // Bounded by the hosts in use; expired entries go when next looked up, and all
-        // of them when the table grows past a size no real workload reaches.
-        if entries.len() >= 4096 {
+        // Expired entries go when next looked up, and all of them when the table is
+        // full; if it is still full, an arbitrary entry makes room (hard cap).
+        if entries.len() >= MAX_ENTRIES {
             let now = Instant::now();
             entries.retain(|_, (_, expires)| *expires > now);
+            if entries.len() >= MAX_ENTRIES {
+                if let Some(victim) = entries.keys().next().cloned() {
+                    entries.remove(&victim);
+                }
+            }
         }
-        entries.insert(host.to_owned(), (addrs, Instant::now() + self.ttl));
+        let now = Instant::now();
+        // A TTL too large to add (e.g. `Duration::MAX`) means "never expires".
+        let expires = now
+            .checked_add(self.ttl)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
+        entries.insert(host.to_owned(), (addrs, expires));
     }
 }
 
@@ -392,6 +408,11 @@ impl tower_service::Service<Uri> for TrackingConnector {
         let (tracker, limits) = (Arc::clone(&self.tracker), Arc::clone(&self.limits));
         #[cfg(feature = "rustls")]
         let tls = self.tls.clone();
+        // hyper-util polls a new connect inside the request's task; if a pooled
+        // connection serves the request first, it moves the connect into a background
+        // task of its own. A connect still waiting for a permit then is not needed: it
+        // would sit in the queue and later open a connection nobody asked for.
+        let origin = tokio::task::try_id();
         Box::pin(async move {
             #[cfg(not(feature = "rustls"))]
             if https {
@@ -399,7 +420,19 @@ impl tower_service::Service<Uri> for TrackingConnector {
                     "https URIs need TLS: build rtlocal with the `rustls` feature",
                 ));
             }
-            let permits = limits.acquire(&format!("{host}:{port}")).await;
+            let host_port = format!("{host}:{port}");
+            let acquire = limits.acquire(&host_port);
+            let mut acquire = std::pin::pin!(acquire);
+            let permits = std::future::poll_fn(|cx| {
+                if tokio::task::try_id() != origin {
+                    return Poll::Ready(Err(BoxError::from(
+                        "connect abandoned while waiting for a connection-limit permit: \
+                         a pooled connection served the request",
+                    )));
+                }
+                acquire.as_mut().poll(cx).map(Ok)
+            })
+            .await?;
             let io = tower_service::Service::call(&mut http, uri)
                 .await
                 .map_err(BoxError::from)?;

@@ -5,7 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -14,7 +14,7 @@ use thread_local::ThreadLocal;
 use tokio::runtime::{self, Handle};
 use tokio::time::Instant;
 
-use crate::client::Client;
+use crate::client::{Client, CloseOutcome};
 use crate::config::{Builder, Config};
 use crate::connect::DnsCache;
 use crate::error::{Error, Kind};
@@ -69,17 +69,21 @@ fn thread_token() -> u64 {
 }
 
 /// Closes this thread's clients when it exits, so a pool whose threads come and go
-/// leaves no connections behind.
+/// leaves no connections behind. The close is graceful, on each client's own runtime:
+/// its requests may still be in flight on other threads of that runtime.
 struct ThreadExit {
     token: u64,
-    slots: Vec<Weak<ManagedSlot>>,
+    slots: Vec<(Weak<ManagedSlot>, Duration)>,
 }
 
 impl Drop for ThreadExit {
     fn drop(&mut self) {
         let token = self.token;
-        for slot in self.slots.drain(..).filter_map(|w| w.upgrade()) {
-            slot.clear_if(|_, key| key.thread == token);
+        for (slot, close_timeout) in self.slots.drain(..) {
+            let Some(slot) = slot.upgrade() else { continue };
+            if let Some(client) = slot.take_if(|_, key| key.thread == token) {
+                client.close_in_background(close_timeout);
+            }
         }
     }
 }
@@ -101,7 +105,7 @@ thread_local! {
     };
 }
 
-fn watch_thread_exit(slot: &Arc<ManagedSlot>, token: u64) {
+fn watch_thread_exit(slot: &Arc<ManagedSlot>, token: u64, close_timeout: Duration) {
     // `try_with`: during thread teardown there is nothing left to watch for.
     let _ = THREAD_EXIT.try_with(|exit| {
         let Ok(mut exit) = exit.try_borrow_mut() else {
@@ -111,10 +115,10 @@ fn watch_thread_exit(slot: &Arc<ManagedSlot>, token: u64) {
         if !exit
             .slots
             .iter()
-            .any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(slot)))
+            .any(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(slot)))
         {
-            exit.slots.retain(|w| w.strong_count() > 0);
-            exit.slots.push(Arc::downgrade(slot));
+            exit.slots.retain(|(w, _)| w.strong_count() > 0);
+            exit.slots.push((Arc::downgrade(slot), close_timeout));
         }
     });
 }
@@ -254,6 +258,8 @@ impl HttpClientManager {
         // SeqCst: ordered before the slot scan below, so every publish that does not see
         // the flag finishes before its slot can be retired (they share the slot lock).
         self.shared.shut_down.store(true, Ordering::SeqCst);
+        // See `client_slow`.
+        fence(Ordering::SeqCst);
         let report = self.shared.close_slots(timeout).await;
         tracing::debug!(%report, "shutdown finished");
         report
@@ -319,8 +325,13 @@ impl Shared {
         .flatten()
     }
 
-    /// Makes `client` this thread's cached client.
+    /// Makes `client` this thread's cached client — only on the thread the binding is
+    /// for: after an await, a task on a multi-thread runtime may resume on another
+    /// worker, whose cache must not learn this thread's client.
     fn remember(client: &Client, key: &Binding) {
+        if thread_token() != key.thread {
+            return;
+        }
         let previous = HOT.try_with(|hot| {
             hot.try_borrow_mut().ok().and_then(|mut hot| {
                 hot.replace(Hot {
@@ -345,26 +356,50 @@ impl Shared {
         if self.shut_down.load(Ordering::Acquire) {
             return Err(Error::shut_down());
         }
-        watch_thread_exit(&slot, token);
+        watch_thread_exit(&slot, token, self.config.close_timeout);
+        let mut take_over = false;
         loop {
             let key = Binding {
                 runtime: handle.id(),
                 thread: token,
                 entry: entry_for(&handle)?,
             };
-            let lease = match slot.acquire(key.clone()) {
+            let acquired = if take_over {
+                take_over = false;
+                slot.take_over(key.clone())
+            } else {
+                slot.acquire(key.clone())
+            };
+            let lease = match acquired {
                 Acquire::Hit(client) => {
                     Self::remember(&client, &key);
                     return Ok(client);
                 }
-                Acquire::Wait(done) => match Completion::wait(done).await {
-                    Outcome::Ready(client) => {
-                        Self::remember(&client, &key);
-                        return Ok(client);
+                Acquire::Wait(done) => {
+                    // Bounded: the leader (a replacement on this runtime, or a close_all /
+                    // shutdown from anywhere) may be parked on a runtime nobody drives.
+                    // This runtime is running us, so its timer works.
+                    let waited =
+                        tokio::time::timeout(self.config.close_timeout, Completion::wait(done))
+                            .await;
+                    match waited {
+                        Ok(Outcome::Ready(client)) => {
+                            Self::remember(&client, &key);
+                            return Ok(client);
+                        }
+                        Ok(Outcome::Failed(e)) => return Err(e),
+                        Ok(Outcome::Retry) => continue,
+                        Err(_) => {
+                            tracing::warn!(
+                                runtime = %key.runtime,
+                                "waited close_timeout for a client close that did not finish; \
+                                 taking over (the stale client is force-closed)"
+                            );
+                            take_over = true;
+                            continue;
+                        }
                     }
-                    Outcome::Failed(e) => return Err(e),
-                    Outcome::Retry => continue,
-                },
+                }
                 Acquire::Lead(lease) => lease,
             };
             if let Some(stale) = lease.stale() {
@@ -381,6 +416,16 @@ impl Shared {
             }
             match lease.publish_with(|| self.build_client(&handle, &key, &slot)) {
                 Ok(client) => {
+                    // Pairs with the fence in `shutdown`: either its slot scan sees this
+                    // slot (this thread's slot entry was published before), or this load
+                    // sees its flag. Without both fences, a slot new to the scan and a
+                    // stale flag could both be read, leaving a live client behind.
+                    fence(Ordering::SeqCst);
+                    if self.shut_down.load(Ordering::SeqCst) {
+                        let id = client.id();
+                        slot.clear_if(|c, _| c.id() == id);
+                        return Err(Error::shut_down());
+                    }
                     Self::remember(&client, &key);
                     return Ok(client);
                 }
@@ -439,7 +484,10 @@ impl Shared {
     /// client is recorded and the rest still close.
     async fn close_slots(&self, timeout: Duration) -> CloseReport {
         let start = Instant::now();
-        let deadline = start + timeout;
+        // `Duration::MAX` and friends mean "no deadline": a century will do.
+        let deadline = start
+            .checked_add(timeout)
+            .unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 24 * 3600));
         let mut report = CloseReport::default();
         let mut retiring = Vec::new();
         let mut busy = Vec::new();
@@ -467,10 +515,30 @@ impl Shared {
                 Retire::Empty => {}
             }
         }
-        for (client, lease) in retiring {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let closing = client.close_graceful(left.max(Duration::from_millis(1)));
-            match CatchUnwind(Box::pin(closing)).await {
+        // Concurrently, and each slot is released the moment its own client is closed:
+        // a thread waiting on its slot never waits for another thread's drain.
+        let closes = retiring
+            .into_iter()
+            .map(|(client, lease)| {
+                Box::pin(async move {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let closing = client.close_graceful(left.max(Duration::from_millis(1)));
+                    let result = CatchUnwind(Box::pin(closing)).await;
+                    if result.is_err() {
+                        client.close_now("close panicked");
+                    }
+                    lease.finish_empty();
+                    (client, result)
+                })
+                    as Pin<
+                        Box<
+                            dyn Future<Output = (Client, Result<CloseOutcome, String>)> + Send + '_,
+                        >,
+                    >
+            })
+            .collect();
+        for (client, result) in join_all(closes).await {
+            match result {
                 Ok(outcome) => {
                     if outcome.closed_now {
                         report.closed += 1;
@@ -481,15 +549,13 @@ impl Shared {
                     }
                 }
                 Err(msg) => {
-                    tracing::warn!(client = %client.id(), panic = %msg, "closing a client panicked; its connections are forced shut");
-                    client.close_now("close panicked");
+                    tracing::warn!(client = %client.id(), panic = %msg, "closing a client panicked; its connections were forced shut");
                     report.failed.push(Error::with_detail(
                         Kind::Closed,
                         format!("closing {} panicked: {msg}", client.id()),
                     ));
                 }
             }
-            lease.finish_empty();
         }
         report.elapsed = start.elapsed();
         report
@@ -520,6 +586,29 @@ fn begin_retire(
         .expect("a retirement lease always carries the client it retires");
     client.begin_close();
     (client, lease)
+}
+
+/// Runs the futures concurrently; their outputs in order.
+async fn join_all<T>(mut futs: Vec<Pin<Box<dyn Future<Output = T> + Send + '_>>>) -> Vec<T> {
+    let mut out: Vec<Option<T>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (fut, slot) in futs.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match fut.as_mut().poll(cx) {
+                    Poll::Ready(v) => *slot = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
 }
 
 /// Polls a future, turning a panic into `Err(message)`.

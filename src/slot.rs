@@ -20,7 +20,9 @@
 //!   slot's client: the manager's per-thread cache relies on this.
 //! * Waiters never hang on a leader that cannot make progress: a caller with a different
 //!   binding (another runtime on the same thread) takes the replacement over, force-closing
-//!   the stale client, and the superseded waiters retry.
+//!   the stale client, and the superseded waiters retry; a caller with the same binding
+//!   waits at most the close timeout and then takes over the same way
+//!   ([`Slot::take_over`]).
 //!
 //! The module knows nothing of tokio or hyper, so loom can model it exactly as it runs.
 
@@ -29,7 +31,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use crate::sync::{Arc, Mutex};
+use crate::sync::{Arc, Mutex, MutexGuard};
 
 /// What the slot needs from a client.
 #[doc(hidden)]
@@ -161,7 +163,7 @@ impl<C: SlotClient, K: BindingKey, E: Clone> Slot<C, K, E> {
     /// for binding `key`.
     #[cold]
     pub fn acquire(&self, key: K) -> Acquire<'_, C, K, E> {
-        let mut st = self.state.lock();
+        let st = self.state.lock();
         match &*st {
             State::Ready { client, key: k } if k.same_binding(&key) && client.is_open() => {
                 return Acquire::Hit(client.clone());
@@ -171,6 +173,27 @@ impl<C: SlotClient, K: BindingKey, E: Clone> Slot<C, K, E> {
             }
             _ => {}
         }
+        self.lead(st, key)
+    }
+
+    /// Like [`acquire`](Self::acquire), but never waits: a replacement or retirement
+    /// under way — whatever its binding — is superseded (its stale client force-closed,
+    /// its waiters told to retry). For a waiter whose wait outlasted the close timeout:
+    /// the leader it waited on may sit on a runtime nobody drives.
+    #[cold]
+    pub fn take_over(&self, key: K) -> Acquire<'_, C, K, E> {
+        let st = self.state.lock();
+        if let State::Ready { client, key: k } = &*st {
+            if k.same_binding(&key) && client.is_open() {
+                return Acquire::Hit(client.clone());
+            }
+        }
+        self.lead(st, key)
+    }
+
+    /// Makes the caller the leader of a replacement for `key`, closing what stands in
+    /// the way first.
+    fn lead(&self, mut st: MutexGuard<'_, State<C, K, E>>, key: K) -> Acquire<'_, C, K, E> {
         let (stale, superseded) = match std::mem::replace(&mut *st, State::Empty) {
             State::Empty => (None, None),
             State::Ready { client, .. } => {
@@ -283,6 +306,23 @@ impl<C: SlotClient, K: BindingKey, E: Clone> Slot<C, K, E> {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Takes the ready client out if `pred` selects it, marking it closing: the caller
+    /// closes it elsewhere. For a thread that exits: nobody on this slot's thread waits
+    /// for the close, and its requests elsewhere get the close timeout to finish.
+    pub fn take_if(&self, pred: impl Fn(&C, &K) -> bool) -> Option<C> {
+        let mut st = self.state.lock();
+        match &*st {
+            State::Ready { client, key } if pred(client, key) => {
+                client.begin_close();
+                match std::mem::replace(&mut *st, State::Empty) {
+                    State::Ready { client, .. } => Some(client),
+                    _ => None,
+                }
+            }
+            _ => None,
         }
     }
 

@@ -435,3 +435,63 @@ fn https_without_the_rustls_feature_says_what_to_enable() {
     assert!(e.is_connect(), "{e:?}");
     assert!(format!("{e:?}").contains("`rustls` feature"), "{e:?}");
 }
+
+/// With a per-host limit, requests that wait for a pooled connection must not leave
+/// connect attempts parked behind the limit (each would later open a connection nobody
+/// asked for and hold a permit until it idles out).
+#[test]
+fn limited_connects_do_not_pile_up_in_the_background() {
+    let server = TestServer::start();
+    let m = Arc::new(
+        HttpClientManager::builder()
+            .max_connections_per_host(1)
+            .build()
+            .unwrap(),
+    );
+    let rt = current_thread_rt();
+    let url = server.url("/");
+    block_on_guarded(&rt, async {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..200 {
+            let (m, url) = (Arc::clone(&m), url.clone());
+            set.spawn(
+                async move { text(m.client().await.unwrap().get(&url).await.unwrap()).await },
+            );
+        }
+        while let Some(r) = set.join_next().await {
+            assert_eq!(r.unwrap(), "hello");
+        }
+        // Let abandoned connects observe that they are detached and finish.
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    });
+    // What is left: the runtime sentinel, the one connection's task and the pool's
+    // idle reaper — not one parked connect per request.
+    let alive = rt.metrics().num_alive_tasks();
+    assert!(alive <= 4, "{alive} tasks still alive");
+    assert_eq!(server.accepted(), 1);
+}
+
+/// `Duration::MAX` is a common way to say "forever": it must not overflow a deadline.
+#[test]
+fn huge_durations_mean_no_deadline_and_never_panic() {
+    let server = TestServer::start();
+    let m = HttpClientManager::builder()
+        .request_timeout(Duration::MAX)
+        .close_timeout(Duration::MAX)
+        .connect_timeout(Duration::MAX)
+        .pool_idle_timeout(Duration::MAX)
+        .dns_cache_ttl(Duration::MAX)
+        .build()
+        .unwrap();
+    let rt = current_thread_rt();
+    block_on_guarded(&rt, async {
+        let c = m.client().await.unwrap();
+        let url = format!("http://localhost:{}/", server.addr.port());
+        assert_eq!(text(c.get(&url).await.unwrap()).await, "hello");
+        assert_eq!(m.close_all().await.closed, 1);
+        assert_eq!(m.shutdown(Duration::MAX).await.closed, 0);
+    });
+}

@@ -219,3 +219,45 @@ fn shutdown_reaches_clients_whose_runtime_is_gone_or_idle() {
     assert_eq!(report.closed, 1, "{report}");
     assert_eq!(server.wait_open(0), 0);
 }
+
+/// A `close_all` whose task sits on a runtime nobody drives must not hang another
+/// thread's `client()`: the waiter gives up after the close timeout and takes over.
+#[test]
+fn close_all_parked_on_an_idle_runtime_does_not_hang_other_threads() {
+    let server = TestServer::start();
+    let m = Arc::new(
+        HttpClientManager::builder()
+            .close_timeout(Duration::from_millis(300))
+            .build()
+            .unwrap(),
+    );
+    let rt_b = current_thread_rt();
+    // This thread's client, with a response body still in flight (unread).
+    let (old, body) = block_on_guarded(&rt_b, async {
+        let c = m.client().await.unwrap();
+        let resp = c.get(&server.url("/")).await.unwrap();
+        (c, resp)
+    });
+    assert_eq!(m.stats().requests_in_flight, 1);
+    // Another thread starts close_all on its runtime, drives it briefly, then idles.
+    let m2 = Arc::clone(&m);
+    let parked = IdleRuntime::start(move || async move {
+        // Detached: the task stays on this runtime, which is left idle below.
+        drop(tokio::spawn(async move { m2.close_all().await }));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    });
+    assert!(
+        !old.is_open(),
+        "close_all has begun closing this thread's client"
+    );
+    drop(body);
+    let new = block_on_guarded(&rt_b, async { m.client().await.unwrap() });
+    assert_ne!(new.id(), old.id());
+    assert_eq!(
+        block_on_guarded(&rt_b, async {
+            text(new.get(&server.url("/")).await.unwrap()).await
+        }),
+        "hello"
+    );
+    drop(parked);
+}

@@ -202,3 +202,35 @@ fn force_clear_racing_a_replacement() {
         check_no_orphans(&world, &slot, 2);
     });
 }
+
+/// A waiter that gave up on a retirement (its close_all parked on an idle runtime) takes
+/// over, racing that retirement finishing: the retired client is closed exactly once,
+/// the caller gets a client for its runtime, nothing is orphaned.
+#[test]
+fn take_over_racing_a_retirement() {
+    model(|| {
+        let world = World::new();
+        let (slot, first) = primed(&world, 1);
+        let s2 = slot.clone();
+        let t = thread::spawn(move || close_all(&s2));
+        let got = loop {
+            match slot.take_over(FakeKey::new(1)) {
+                Acquire::Hit(c) => break c,
+                Acquire::Wait(_) => unreachable!("take_over never waits"),
+                Acquire::Lead(lease) => {
+                    if let Some(stale) = lease.stale() {
+                        stale.close();
+                    }
+                    match lease.publish_with(|| Ok(world.build(1))) {
+                        Ok(c) => break c,
+                        Err(_) => continue,
+                    }
+                }
+            }
+        };
+        t.join().unwrap();
+        assert_eq!(first.closes(), 1);
+        assert_eq!(got.runtime, 1);
+        check_no_orphans(&world, &slot, 1);
+    });
+}
