@@ -14,7 +14,7 @@ use thread_local::ThreadLocal;
 use tokio::runtime::{self, Handle};
 use tokio::time::Instant;
 
-use crate::client::{Client, CloseOutcome};
+use crate::client::{Client, ClientInner, CloseOutcome};
 use crate::config::{Builder, Config};
 use crate::connect::DnsCache;
 use crate::error::{Error, Kind};
@@ -89,10 +89,14 @@ impl Drop for ThreadExit {
 }
 
 /// This thread's last client, for the hot path (see `Shared::cached`).
+///
+/// The client is held weakly: its slot owns it. A thread that stops calling `client()`
+/// after its runtime ended must not keep that client — and through its `Handle` the dead
+/// runtime's driver, with its epoll and eventfd descriptors — alive until the thread exits.
 struct Hot {
     runtime: runtime::Id,
     entry: Arc<RuntimeEntry>,
-    client: Client,
+    client: Weak<ClientInner>,
 }
 
 thread_local! {
@@ -315,11 +319,13 @@ impl Shared {
             let hot = hot.as_ref()?;
             // An open client is still its slot's client (see `slot`'s invariants), and
             // the liveness token rules out a reused runtime id.
-            let hit = hot.runtime == runtime
-                && hot.client.belongs_to(Arc::as_ptr(self))
-                && hot.entry.is_alive()
-                && hot.client.is_open();
-            hit.then(|| hot.client.clone())
+            if hot.runtime != runtime || !hot.entry.is_alive() {
+                return None;
+            }
+            let client = Client {
+                inner: hot.client.upgrade()?,
+            };
+            (client.belongs_to(Arc::as_ptr(self)) && client.is_open()).then_some(client)
         })
         .ok()
         .flatten()
@@ -337,11 +343,10 @@ impl Shared {
                 hot.replace(Hot {
                     runtime: key.runtime,
                     entry: Arc::clone(&key.entry),
-                    client: client.clone(),
+                    client: Arc::downgrade(&client.inner),
                 })
             })
         });
-        // Dropped outside the borrow: it may be the last handle of a closed client.
         drop(previous);
     }
 

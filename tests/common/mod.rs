@@ -101,6 +101,19 @@ impl TestServer {
     }
 }
 
+/// Polls `probe` until it returns `want` (or the hang guard passes) and returns its last
+/// value: for state that settles in the background, such as a close spawned at thread exit.
+pub fn settle<T: PartialEq>(want: T, mut probe: impl FnMut() -> T) -> T {
+    let deadline = Instant::now() + HANG_GUARD;
+    loop {
+        let now = probe();
+        if now == want || Instant::now() >= deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(rt) = self.rt.take() {
