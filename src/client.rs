@@ -1,9 +1,8 @@
-//! [`Client`]: a cheap handle on one hyper-util client bound to one runtime.
+//! [`Client`]: a cheap handle on one hyper-util client bound to one runtime, and the
+//! [`HyperFactory`] that builds it for [`HttpClientManager`](crate::HttpClientManager).
 
 use std::fmt;
-use std::num::NonZeroU64;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{CONNECTION, HeaderMap, HeaderValue};
@@ -12,7 +11,6 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client as HyperClient, ResponseFuture};
 use hyper_util::rt::TokioTimer;
 use tokio::runtime::{self, Handle};
-use tokio::sync::Notify;
 
 use crate::body::{Body, ResponseBody};
 use crate::config::Config;
@@ -20,33 +18,103 @@ use crate::connect::{
     ConnTracker, DnsCache, Limits, Resolver, TrackingConnector, TrackingExecutor,
 };
 use crate::error::{Error, Kind};
-use crate::lifecycle::{Lifecycle, Phase};
+use crate::factory::ClientFactory;
+use crate::managed::{ClientId, Managed, RequestGuard};
 use crate::manager::Shared;
-use crate::runtime::CleanupHandle;
-use crate::slot::SlotClient;
 use crate::stats::Counters;
 
-/// Identifies one client a manager built. Unique for the life of the process.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
-pub struct ClientId(NonZeroU64);
+/// Builds the hyper-util clients of an [`HttpClientManager`](crate::HttpClientManager):
+/// one validated [`Config`] for all of them, one DNS cache shared by all of them.
+pub(crate) struct HyperFactory {
+    config: Config,
+    /// Shared by every client: DNS answers do not belong to a runtime.
+    dns: Option<Arc<DnsCache>>,
+    counters: Arc<Counters>,
+}
 
-impl ClientId {
-    fn next() -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        // Relaxed: uniqueness needs only atomicity.
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        ClientId(NonZeroU64::new(n).unwrap_or(NonZeroU64::MIN))
-    }
+/// What a hyper-util client of the manager is made of.
+pub(crate) struct HyperParts {
+    hyper: HyperClient<TrackingConnector, Body>,
+    tracker: Arc<ConnTracker>,
+    default_headers: Arc<HeaderMap>,
+    keep_alive: bool,
+    request_timeout: Option<Duration>,
+    counters: Arc<Counters>,
+}
 
-    /// The id as a number.
-    pub fn as_u64(self) -> u64 {
-        self.0.get()
+/// A request in flight on a hyper-util client; ends when the response body finishes or
+/// is dropped.
+pub(crate) type InFlight = RequestGuard<HyperFactory>;
+
+impl HyperFactory {
+    pub(crate) fn new(config: Config, counters: Arc<Counters>) -> Self {
+        HyperFactory {
+            dns: config.dns_cache_ttl.map(DnsCache::new),
+            config,
+            counters,
+        }
     }
 }
 
-impl fmt::Display for ClientId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "client-{}", self.0)
+impl ClientFactory for HyperFactory {
+    type Client = HyperParts;
+
+    fn build(&self, handle: &Handle) -> Result<HyperParts, Error> {
+        let config = &self.config;
+        let counters = &self.counters;
+        let tracker = ConnTracker::new(Arc::clone(counters));
+        let mut http =
+            HttpConnector::new_with_resolver(Resolver::new(self.dns.clone(), Arc::clone(counters)));
+        http.set_nodelay(config.tcp_nodelay);
+        http.set_connect_timeout(config.connect_timeout);
+        // The connector handles `https` itself (TLS over the tracked socket).
+        http.enforce_http(false);
+        let connector = TrackingConnector {
+            http,
+            tracker: Arc::clone(&tracker),
+            limits: Limits::new(config.max_connections, config.max_connections_per_host),
+            #[cfg(feature = "rustls")]
+            tls: config.tls.clone().map(tokio_rustls::TlsConnector::from),
+        };
+        let exec = TrackingExecutor {
+            handle: handle.clone(),
+            tracker: Arc::clone(&tracker),
+        };
+        let mut builder = HyperClient::builder(exec);
+        builder
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_max_idle_per_host(if config.keep_alive {
+                config.pool_max_idle_per_host
+            } else {
+                0
+            })
+            .http2_only(config.http2_prior_knowledge);
+        Ok(HyperParts {
+            hyper: builder.build(connector),
+            tracker,
+            default_headers: Arc::clone(&config.default_headers),
+            keep_alive: config.keep_alive,
+            request_timeout: config.request_timeout,
+            counters: Arc::clone(counters),
+        })
+    }
+
+    fn close(&self, client: &HyperParts) -> impl std::future::Future<Output = ()> + Send {
+        // In-flight requests have drained: shut the idle pooled sockets on the wire, even
+        // if the runtime that owns their tasks is idle.
+        client.tracker.close();
+        std::future::ready(())
+    }
+
+    fn abort(&self, client: &HyperParts) {
+        client.tracker.close();
+    }
+
+    fn release(&self, client: &HyperParts) {
+        // The runtime is dropping the connection tasks, and their sockets with them.
+        client.tracker.refuse_new();
     }
 }
 
@@ -78,116 +146,35 @@ impl fmt::Display for ClientId {
 /// ```
 #[derive(Clone)]
 pub struct Client {
-    pub(crate) inner: Arc<ClientInner>,
-}
-
-pub(crate) struct ClientInner {
-    id: ClientId,
-    runtime: runtime::Id,
-    hyper: HyperClient<TrackingConnector, Body>,
-    tracker: Arc<ConnTracker>,
-    /// Open → closing (draining) → closed, and the requests in flight.
-    life: Lifecycle,
-    drained: Notify,
-    hook: parking_lot::Mutex<Option<CleanupHandle>>,
-    manager: Weak<Shared>,
-    /// The client's own runtime, for closing it gracefully from elsewhere.
-    handle: Handle,
-    counters: Arc<Counters>,
-    default_headers: Arc<HeaderMap>,
-    keep_alive: bool,
-    request_timeout: Option<Duration>,
-}
-
-/// The result of closing one client.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct CloseOutcome {
-    /// This call performed the close (it was not already closed).
-    pub(crate) closed_now: bool,
-    /// The deadline passed with requests still in flight.
-    pub(crate) forced: bool,
-    /// How many requests were cut.
-    pub(crate) cut: u64,
+    pub(crate) inner: Managed<HyperFactory>,
 }
 
 impl Client {
-    pub(crate) fn build(
-        config: &Config,
-        handle: Handle,
-        manager: Weak<Shared>,
-        counters: Arc<Counters>,
-        dns: Option<Arc<DnsCache>>,
-    ) -> Client {
-        let tracker = ConnTracker::new(Arc::clone(&counters));
-        let mut http = HttpConnector::new_with_resolver(Resolver::new(dns, Arc::clone(&counters)));
-        http.set_nodelay(config.tcp_nodelay);
-        http.set_connect_timeout(config.connect_timeout);
-        // The connector handles `https` itself (TLS over the tracked socket).
-        http.enforce_http(false);
-        let connector = TrackingConnector {
-            http,
-            tracker: Arc::clone(&tracker),
-            limits: Limits::new(config.max_connections, config.max_connections_per_host),
-            #[cfg(feature = "rustls")]
-            tls: config.tls.clone().map(tokio_rustls::TlsConnector::from),
-        };
-        let exec = TrackingExecutor {
-            handle: handle.clone(),
-            tracker: Arc::clone(&tracker),
-        };
-        let mut builder = HyperClient::builder(exec);
-        builder
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_max_idle_per_host(if config.keep_alive {
-                config.pool_max_idle_per_host
-            } else {
-                0
-            })
-            .http2_only(config.http2_prior_knowledge);
-        let hyper = builder.build(connector);
-        Counters::inc(&counters.clients_created);
-        let inner = ClientInner {
-            id: ClientId::next(),
-            runtime: handle.id(),
-            hyper,
-            tracker,
-            life: Lifecycle::new(),
-            drained: Notify::new(),
-            hook: parking_lot::Mutex::new(None),
-            manager,
-            handle,
-            counters,
-            default_headers: Arc::clone(&config.default_headers),
-            keep_alive: config.keep_alive,
-            request_timeout: config.request_timeout,
-        };
-        tracing::debug!(
-            client = %inner.id,
-            runtime = %inner.runtime,
-            thread = ?std::thread::current().id(),
-            "client created"
-        );
-        Client {
-            inner: Arc::new(inner),
-        }
-    }
-
     /// This client's id: equal for every clone, different for every client built.
     pub fn id(&self) -> ClientId {
-        self.inner.id
+        self.inner.id()
     }
 
     /// The runtime this client's connections live on.
     pub fn runtime_id(&self) -> runtime::Id {
-        self.inner.runtime
+        self.inner.runtime_id()
     }
 
     /// Whether the client has not been closed. A closed client's requests are re-routed
     /// to the manager's current client.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), rtlocal::Error> {
+    /// let manager = rtlocal::HttpClientManager::new();
+    /// let client = manager.client().await?;
+    /// assert!(client.is_open());
+    /// manager.close_all().await;
+    /// assert!(!client.is_open());
+    /// # Ok(()) }
+    /// ```
     pub fn is_open(&self) -> bool {
-        self.inner.life.phase() == Phase::Open
+        self.inner.is_open()
     }
 
     /// Sends a request.
@@ -201,15 +188,30 @@ impl Client {
     /// [`Error::is_no_runtime`] outside a runtime; [`Error::is_connect`] when connecting
     /// fails; [`Error::is_timeout`] when a deadline passes; [`Error::is_request`] for other
     /// failures; [`Error::is_closed`] when the client is closed and its manager is gone.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use http_body_util::BodyExt;
+    ///
+    /// let req = http::Request::post("http://127.0.0.1:8080/items")
+    ///     .header("content-type", "application/json")
+    ///     .body(r#"{"name":"widget"}"#)?;
+    /// let resp = rtlocal::client().await?.request(req).await?;
+    /// let body = resp.into_body().collect().await?.to_bytes();
+    /// # let _ = body; Ok(()) }
+    /// ```
     pub async fn request<B: Into<Body>>(
         &self,
         req: Request<B>,
     ) -> Result<Response<ResponseBody>, Error> {
         let handle = Handle::try_current().map_err(|_| Error::no_runtime())?;
         let req = req.map(Into::into);
-        if handle.id() == self.inner.runtime {
-            if let Some(guard) = self.inner.begin_request() {
-                return self.inner.dispatch(req, guard).await;
+        if handle.id() == self.inner.runtime_id() {
+            if let Some(guard) = self.inner.track() {
+                return dispatch(&self.inner, req, guard).await;
             }
         }
         // Boxed: the cold path would otherwise double the size of every request future.
@@ -221,7 +223,7 @@ impl Client {
         // A fresh client can be closed again before we use it (close_all racing us);
         // a few attempts settle that, and the error after them is honest.
         for _ in 0..3 {
-            let Some(manager) = self.inner.manager.upgrade() else {
+            let Some(manager) = self.inner.inner.manager.upgrade() else {
                 return Err(Error::with_detail(
                     Kind::Closed,
                     "its manager is gone, so the request cannot be re-routed: get a client \
@@ -229,9 +231,9 @@ impl Client {
                 ));
             };
             let fresh = Shared::client(&manager).await?;
-            if let Some(guard) = fresh.inner.begin_request() {
-                tracing::trace!(from = %self.inner.id, to = %fresh.inner.id, "request re-routed");
-                return fresh.inner.dispatch(req, guard).await;
+            if let Some(guard) = fresh.track() {
+                tracing::trace!(from = %self.id(), to = %fresh.id(), "request re-routed");
+                return dispatch(&fresh, req, guard).await;
             }
         }
         Err(Error::with_detail(
@@ -245,6 +247,17 @@ impl Client {
     /// # Errors
     /// [`Error::is_invalid_uri`] (naming the URI) when it does not parse; otherwise as
     /// [`request`](Client::request).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), rtlocal::Error> {
+    /// let err = rtlocal::client().await?.get("not a uri").await.unwrap_err();
+    /// assert!(err.is_invalid_uri());
+    /// assert!(err.to_string().contains("not a uri"));
+    /// # Ok(()) }
+    /// ```
     pub async fn get(&self, uri: &str) -> Result<Response<ResponseBody>, Error> {
         let uri: Uri = uri
             .parse()
@@ -255,137 +268,58 @@ impl Client {
         self.request(req).await
     }
 
-    /// Closes this client: no new requests (they are re-routed), in-flight ones may finish
-    /// until `timeout`, then every connection is shut down on the wire.
-    pub(crate) async fn close_graceful(&self, timeout: Duration) -> CloseOutcome {
-        let inner = &self.inner;
-        inner.life.begin_close();
-        if inner.life.phase() == Phase::Closed {
-            return CloseOutcome::default();
-        }
-        let drained = tokio::time::timeout(timeout, inner.wait_drained())
-            .await
-            .is_ok();
-        let (closed_now, cut) = inner.shut(if drained { "closed" } else { "deadline" });
-        CloseOutcome {
-            closed_now,
-            forced: closed_now && cut > 0,
-            cut,
-        }
-    }
-
-    /// Stops new requests (they are re-routed) without waiting for anything.
-    pub(crate) fn begin_close(&self) {
-        self.inner.life.begin_close();
-    }
-
-    /// Closes at once, cutting whatever is in flight. Returns whether this call closed it.
-    pub(crate) fn close_now(&self, why: &'static str) -> bool {
-        self.inner.shut(why).0
-    }
-
-    /// Closes gracefully on the client's own runtime, in the background (for a thread
-    /// that exits while requests of its client may still be in flight elsewhere). If that
-    /// runtime is gone, the task is dropped at once, and with it this handle.
-    pub(crate) fn close_in_background(self, timeout: Duration) {
-        self.begin_close();
-        let handle = self.inner.handle.clone();
-        drop(handle.spawn(async move {
-            self.close_graceful(timeout).await;
-        }));
-    }
-
-    /// Releases the client from its runtime's teardown: the runtime is dropping every
-    /// connection task (so their sockets close) and whatever is in flight with them, so
-    /// there is nothing to wait for and nothing to shut down by hand.
-    pub(crate) fn release_at_teardown(&self) -> bool {
-        self.inner
-            .shut_with("runtime torn down", ConnTracker::refuse_new)
-            .0
-    }
-
-    pub(crate) fn set_hook(&self, hook: CleanupHandle) {
-        let mut slot = self.inner.hook.lock();
-        if self.inner.life.phase() == Phase::Closed {
-            drop(slot);
-            hook.cancel();
-        } else {
-            *slot = Some(hook);
-        }
-    }
-
-    /// Whether this client was built by the manager whose shared state is at `ptr`.
-    /// (Its `Weak` keeps that allocation from being reused while the client exists.)
-    #[inline]
-    pub(crate) fn belongs_to(&self, ptr: *const Shared) -> bool {
-        std::ptr::eq(self.inner.manager.as_ptr(), ptr)
-    }
-
     /// Sockets currently open (for tests and `Debug`).
     pub(crate) fn open_sockets(&self) -> usize {
         self.inner.tracker.open_sockets()
     }
 }
 
-impl ClientInner {
-    /// Counts a request in flight, unless the client is closing.
-    #[inline]
-    fn begin_request(self: &Arc<Self>) -> Option<InFlight> {
-        if !self.life.begin_request() {
-            return None;
+/// Sends a request counted by `guard`, under the request timeout. The request is handed
+/// to hyper-util before the first await, so the future holds little more than
+/// hyper-util's boxed future and the guard.
+async fn dispatch(
+    client: &HyperParts,
+    req: Request<Body>,
+    guard: InFlight,
+) -> Result<Response<ResponseBody>, Error> {
+    // A timeout too large to add to `now` (e.g. `Duration::MAX`) means no deadline.
+    let Some((timeout, deadline)) = client
+        .request_timeout
+        .and_then(|t| Some((t, tokio::time::Instant::now().checked_add(t)?)))
+    else {
+        return finish(client.send(req), guard, None).await;
+    };
+    let sent = client.send(req);
+    match tokio::time::timeout_at(deadline, finish(sent, guard, Some(deadline))).await {
+        Ok(result) => result,
+        Err(_) => {
+            Counters::inc(&client.counters.requests_failed);
+            Err(Error::timeout(format!(
+                "request_timeout ({timeout:?}) passed before the response headers arrived"
+            )))
         }
-        Counters::inc(&self.counters.requests_started);
-        Counters::inc(&self.counters.requests_in_flight);
-        Some(InFlight {
-            inner: Arc::clone(self),
-        })
     }
+}
 
-    fn end_request(&self) {
-        if self.life.end_request() {
-            self.drained.notify_waiters();
-        }
-    }
-
-    async fn wait_drained(&self) {
-        loop {
-            let notified = self.drained.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.life.in_flight() == 0 {
-                return;
+async fn finish(
+    sent: ResponseFuture,
+    guard: InFlight,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<Response<ResponseBody>, Error> {
+    match sent.await {
+        Ok(resp) => Ok(resp.map(|b| ResponseBody::new(b, guard, deadline))),
+        Err(e) => {
+            let cut = guard.client_closed();
+            guard.failed();
+            if cut {
+                return Err(Error::cut(e));
             }
-            notified.await;
+            Err(Error::from_client(e))
         }
     }
+}
 
-    /// Sends a request counted by `guard`, under the request timeout. The request is
-    /// handed to hyper-util before the first await, so the future holds little more than
-    /// hyper-util's boxed future and the guard.
-    async fn dispatch(
-        &self,
-        req: Request<Body>,
-        guard: InFlight,
-    ) -> Result<Response<ResponseBody>, Error> {
-        // A timeout too large to add to `now` (e.g. `Duration::MAX`) means no deadline.
-        let Some((timeout, deadline)) = self
-            .request_timeout
-            .and_then(|t| Some((t, tokio::time::Instant::now().checked_add(t)?)))
-        else {
-            return Self::finish(self.send(req), guard, None).await;
-        };
-        let sent = self.send(req);
-        match tokio::time::timeout_at(deadline, Self::finish(sent, guard, Some(deadline))).await {
-            Ok(result) => result,
-            Err(_) => {
-                Counters::inc(&self.counters.requests_failed);
-                Err(Error::timeout(format!(
-                    "request_timeout ({timeout:?}) passed before the response headers arrived"
-                )))
-            }
-        }
-    }
-
+impl HyperParts {
     /// Hands the request to hyper-util, adding the default headers (and
     /// `Connection: close` without keep-alive).
     #[inline]
@@ -407,117 +341,17 @@ impl ClientInner {
         }
         self.hyper.request(req)
     }
-
-    async fn finish(
-        sent: ResponseFuture,
-        guard: InFlight,
-        deadline: Option<tokio::time::Instant>,
-    ) -> Result<Response<ResponseBody>, Error> {
-        match sent.await {
-            Ok(resp) => Ok(resp.map(|b| ResponseBody::new(b, guard, deadline))),
-            Err(e) => {
-                let cut = guard.client_closed();
-                guard.failed();
-                if cut {
-                    return Err(Error::cut(e));
-                }
-                Err(Error::from_client(e))
-            }
-        }
-    }
-
-    /// The one place a client becomes closed: connections shut, hook cancelled, counted.
-    /// Returns whether this call closed it, and how many requests it cut.
-    fn shut(&self, why: &'static str) -> (bool, u64) {
-        self.shut_with(why, ConnTracker::close)
-    }
-
-    fn shut_with(&self, why: &'static str, shut_connections: fn(&ConnTracker)) -> (bool, u64) {
-        let (first, cut) = self.life.finish_close();
-        if !first {
-            return (false, 0);
-        }
-        let forced = cut > 0;
-        shut_connections(&self.tracker);
-        if let Some(hook) = self.hook.lock().take() {
-            hook.cancel();
-        }
-        self.drained.notify_waiters();
-        Counters::inc(&self.counters.clients_closed);
-        if forced {
-            Counters::inc(&self.counters.forced_closes);
-            tracing::warn!(
-                client = %self.id,
-                runtime = %self.runtime,
-                in_flight = cut,
-                "client close forced: requests still in flight were cut"
-            );
-        } else {
-            tracing::debug!(client = %self.id, runtime = %self.runtime, reason = why, "client closed");
-        }
-        (true, cut)
-    }
-}
-
-impl Drop for ClientInner {
-    fn drop(&mut self) {
-        // Last handle gone without a close (e.g. the manager was dropped): shut the
-        // connections so nothing outlives the client.
-        self.shut("dropped");
-    }
-}
-
-impl SlotClient for Client {
-    #[inline]
-    fn is_open(&self) -> bool {
-        Client::is_open(self)
-    }
-
-    fn begin_close(&self) {
-        Client::begin_close(self);
-    }
-
-    fn force_close(&self) {
-        self.close_now("force-closed");
-    }
 }
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match self.inner.life.phase() {
-            Phase::Open => "open",
-            Phase::Closing => "closing",
-            Phase::Closed => "closed",
-        };
+        let state = if self.is_open() { "open" } else { "closed" };
         f.debug_struct("Client")
-            .field("id", &self.inner.id)
-            .field("runtime", &self.inner.runtime)
+            .field("id", &self.id())
+            .field("runtime", &self.runtime_id())
             .field("state", &state)
-            .field("in_flight", &self.inner.life.in_flight())
+            .field("in_flight", &self.inner.in_flight())
             .field("open_sockets", &self.open_sockets())
             .finish()
-    }
-}
-
-/// A request in flight; ends when the response body finishes or is dropped.
-pub(crate) struct InFlight {
-    inner: Arc<ClientInner>,
-}
-
-impl InFlight {
-    pub(crate) fn failed(self) {
-        Counters::inc(&self.inner.counters.requests_failed);
-    }
-
-    /// Whether the client this request belongs to was closed under it.
-    pub(crate) fn client_closed(&self) -> bool {
-        self.inner.life.phase() == Phase::Closed
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        Counters::dec(&self.inner.counters.requests_in_flight);
-        self.inner.end_request();
     }
 }

@@ -7,12 +7,14 @@ use std::time::Duration;
 use http::header::{HeaderMap, HeaderValue, USER_AGENT};
 
 use crate::error::Error;
-use crate::manager::HttpClientManager;
+use crate::http_manager::HttpClientManager;
+use crate::manager::Sharing;
 
 /// The resolved settings, shared by every client of one manager.
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
     pub(crate) close_timeout: Duration,
+    pub(crate) sharing: Sharing,
     pub(crate) connect_timeout: Option<Duration>,
     pub(crate) request_timeout: Option<Duration>,
     pub(crate) pool_idle_timeout: Option<Duration>,
@@ -36,6 +38,7 @@ impl Default for Config {
         default_headers.insert(USER_AGENT, default_user_agent());
         Config {
             close_timeout: Duration::from_secs(5),
+            sharing: Sharing::PerThread,
             connect_timeout: Some(Duration::from_secs(10)),
             request_timeout: Some(Duration::from_secs(300)),
             pool_idle_timeout: Some(Duration::from_secs(90)),
@@ -123,6 +126,16 @@ impl Builder {
 
     fn defer(&mut self, msg: String) {
         self.deferred_error.get_or_insert(msg);
+    }
+
+    /// Who shares a client: one per thread (and runtime), or one per runtime shared by
+    /// all its worker threads (one connection pool per runtime, better reuse on a
+    /// `multi_thread` runtime). See [`Sharing`].
+    ///
+    /// Default is [`Sharing::PerThread`].
+    pub fn sharing(mut self, sharing: Sharing) -> Self {
+        self.config.sharing = sharing;
+        self
     }
 
     /// How long closing a stale client (on a runtime change), `close_all` or a forced

@@ -38,6 +38,7 @@ pub(crate) enum Kind {
     Body,
     InvalidUri,
     Config,
+    Build,
 }
 
 impl Error {
@@ -138,6 +139,20 @@ impl Error {
         Error::with_source(Kind::Request, err)
     }
 
+    /// An error from a [`ClientFactory`](crate::ClientFactory) that could not build a
+    /// client: wraps `source`, which [`source()`](StdError::source) returns.
+    ///
+    /// ```
+    /// let io = std::io::Error::other("no credentials configured");
+    /// let e = rtlocal::Error::build(io);
+    /// assert!(e.is_build());
+    /// assert!(e.to_string().contains("no credentials configured"));
+    /// ```
+    pub fn build(source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        let source = source.into();
+        Error::with_detail_and_source(Kind::Build, source.to_string(), source)
+    }
+
     /// `client()` was called outside a tokio runtime.
     pub fn is_no_runtime(&self) -> bool {
         self.inner.kind == Kind::NoRuntime
@@ -188,6 +203,12 @@ impl Error {
     /// The manager's configuration was rejected by [`Builder::build`](crate::Builder::build).
     pub fn is_config(&self) -> bool {
         self.inner.kind == Kind::Config
+    }
+
+    /// A [`ClientFactory`](crate::ClientFactory) failed to build a client (see
+    /// [`Error::build`]).
+    pub fn is_build(&self) -> bool {
+        self.inner.kind == Kind::Build
     }
 }
 
@@ -242,6 +263,7 @@ impl fmt::Display for Error {
             Kind::Body => "reading the response body failed",
             Kind::InvalidUri => "invalid URI",
             Kind::Config => "invalid configuration",
+            Kind::Build => "the client factory could not build a client",
         };
         f.write_str(what)?;
         if let Some(detail) = &self.inner.detail {

@@ -66,13 +66,21 @@ mod config;
 mod connect;
 mod error;
 #[cfg(not(rtlocal_loom))]
+mod factory;
+#[cfg(not(rtlocal_loom))]
+mod http_manager;
+#[cfg(not(rtlocal_loom))]
 mod idmap;
 // `pub` items here are re-exported to the loom models under `rtlocal_loom`.
 #[allow(unreachable_pub)]
 mod lifecycle;
 #[cfg(not(rtlocal_loom))]
+mod managed;
+#[cfg(not(rtlocal_loom))]
 mod manager;
 // `pub` items in these two are re-exported to the loom models under `rtlocal_loom`.
+#[cfg(all(feature = "reqwest", not(rtlocal_loom)))]
+mod reqwest_factory;
 #[allow(unreachable_pub)]
 mod runtime;
 #[allow(unreachable_pub)]
@@ -102,9 +110,14 @@ mod api {
     use std::sync::LazyLock;
 
     pub use crate::body::{Body, ResponseBody};
-    pub use crate::client::{Client, ClientId};
+    pub use crate::client::Client;
     pub use crate::config::Builder;
-    pub use crate::manager::HttpClientManager;
+    pub use crate::factory::ClientFactory;
+    pub use crate::http_manager::HttpClientManager;
+    pub use crate::managed::{ClientId, Managed, RequestGuard};
+    pub use crate::manager::{Manager, ManagerBuilder, Sharing};
+    #[cfg(feature = "reqwest")]
+    pub use crate::reqwest_factory::{ReqwestFactory, ReqwestManager};
     pub use crate::stats::{CloseReport, Stats};
     use crate::{CleanupHandle, Error, runtime};
 

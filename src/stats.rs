@@ -38,7 +38,7 @@ impl Counters {
     /// and failed before started), and every end is counted after its start, so a snapshot
     /// never shows an impossible state (more closed than created, a negative live count),
     /// even while counters move.
-    pub(crate) fn snapshot(&self, slots: u64) -> Stats {
+    pub(crate) fn snapshot(&self, thread_slots: u64, runtime_slots: u64) -> Stats {
         // Acquire pairs with nothing in particular; it keeps the reads in program order so
         // the ends-before-starts rule holds.
         let get = |c: &AtomicU64| c.load(Ordering::Acquire);
@@ -69,13 +69,15 @@ impl Counters {
             callbacks_registered: crate::runtime::counters::REGISTERED.load(Ordering::Acquire),
             callbacks_run: cb_run,
             callbacks_panicked: cb_panicked,
-            thread_slots: slots,
+            thread_slots,
+            runtime_slots,
             dns_lookups: get(&self.dns_lookups),
         }
     }
 }
 
-/// A snapshot of a manager's counters, from [`HttpClientManager::stats`](crate::HttpClientManager::stats).
+/// A snapshot of a manager's counters, from [`Manager::stats`](crate::Manager::stats) or
+/// [`HttpClientManager::stats`](crate::HttpClientManager::stats).
 ///
 /// Client, connection and request counters belong to the manager; callback counters are
 /// process-wide (callbacks belong to runtimes, not managers).
@@ -115,6 +117,9 @@ pub struct Stats {
     /// Per-thread slots allocated. Bounded by the most threads alive at once: an exited
     /// thread's slot is reused by the next new thread.
     pub thread_slots: u64,
+    /// Per-runtime slots ([`Sharing::PerRuntime`](crate::Sharing::PerRuntime)): one per
+    /// live runtime the manager has served; removed when the runtime is torn down.
+    pub runtime_slots: u64,
     /// Name resolutions made (cache misses when `dns_cache_ttl` is set).
     pub dns_lookups: u64,
 }

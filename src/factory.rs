@@ -1,0 +1,101 @@
+//! [`ClientFactory`]: what a [`Manager`](crate::Manager) needs to know about the clients
+//! it manages.
+
+use std::future::Future;
+
+use tokio::runtime::Handle;
+
+use crate::error::Error;
+
+/// Builds and closes the clients a [`Manager`](crate::Manager) hands out.
+///
+/// The manager owns everything else: which thread and runtime a client belongs to, the
+/// single-flight replacement when the runtime changes (close the stale client, *then*
+/// reset, *then* publish), releasing clients when their runtime is torn down,
+/// `close_all`/`shutdown` and the counters. A factory only says how to make a client for
+/// a runtime and how to let go of one.
+///
+/// [`HttpClientManager`](crate::HttpClientManager) is the ready-made manager over
+/// hyper-util; [`ReqwestFactory`](crate::ReqwestFactory) (feature `reqwest`) manages
+/// `reqwest::Client`s.
+///
+/// # Closing
+///
+/// A close goes: the manager stops handing the client out, waits (up to the close
+/// timeout) for requests counted through [`Managed::track`](crate::Managed::track), then
+/// awaits [`close`](ClientFactory::close) for what remains of the deadline. If the deadline
+/// passes first, the manager calls [`abort`](ClientFactory::abort) and reports the close
+/// as forced. [`release`](ClientFactory::release) replaces all of that when the client's
+/// runtime is torn down (its tasks are being dropped anyway). `abort` and `release` are
+/// synchronous and may be called more than once or after `close`: make them idempotent.
+///
+/// # Examples
+///
+/// A factory for a client type of your own (here, a counter standing in for one):
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use std::sync::Arc;
+/// use rtlocal::{ClientFactory, Manager};
+///
+/// struct Numbered(Arc<AtomicUsize>);
+///
+/// impl ClientFactory for Numbered {
+///     type Client = usize;
+///     fn build(&self, _runtime: &tokio::runtime::Handle) -> Result<usize, rtlocal::Error> {
+///         Ok(self.0.fetch_add(1, Ordering::Relaxed))
+///     }
+/// }
+///
+/// let manager = Manager::new(Numbered(Arc::new(AtomicUsize::new(0))));
+/// let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+/// let first = rt.block_on(manager.client()).unwrap();
+/// assert_eq!(*first, 0); // `Managed<F>` derefs to the factory's client
+/// assert_eq!(*rt.block_on(manager.client()).unwrap(), 0); // same thread, same runtime
+/// drop(rt);
+/// let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+/// assert_eq!(*rt.block_on(manager.client()).unwrap(), 1); // a new runtime: a new client
+/// assert!(!first.is_open());
+/// ```
+pub trait ClientFactory: Send + Sync + 'static {
+    /// The client type. It lives in the manager's shared handle
+    /// ([`Managed`](crate::Managed)), so it need not be `Clone`.
+    type Client: Send + Sync + 'static;
+
+    /// Builds a client for the runtime behind `runtime`. Called from a task running on
+    /// that runtime (so `Handle::current()` is `runtime`), on the thread the client is for
+    /// (per-thread sharing) or one of the runtime's threads (per-runtime sharing).
+    ///
+    /// Keep it quick and non-blocking: callers of the same slot wait for it.
+    ///
+    /// # Errors
+    /// Whatever stops the client being built; wrap a foreign error with
+    /// [`Error::build`]. Every caller waiting on this build gets the error.
+    fn build(&self, runtime: &Handle) -> Result<Self::Client, Error>;
+
+    /// Closes the client gracefully once the manager has stopped handing it out and its
+    /// tracked requests have finished. The manager bounds it by the close timeout and
+    /// calls [`abort`](ClientFactory::abort) if it overruns.
+    ///
+    /// Default: nothing to do (dropping the client releases it).
+    fn close(&self, client: &Self::Client) -> impl Future<Output = ()> + Send {
+        let _ = client;
+        std::future::ready(())
+    }
+
+    /// Cuts the client's connections now: a forced close (deadline passed, `shutdown`
+    /// forcing, the last handle dropped without a close). Synchronous and idempotent.
+    ///
+    /// Default: nothing to do.
+    fn abort(&self, client: &Self::Client) {
+        let _ = client;
+    }
+
+    /// The client's runtime is being torn down: its tasks, and with them its connections,
+    /// are being dropped. Runs inside that teardown: do nothing slow.
+    ///
+    /// Default: [`abort`](ClientFactory::abort).
+    fn release(&self, client: &Self::Client) {
+        self.abort(client);
+    }
+}

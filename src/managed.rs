@@ -1,0 +1,450 @@
+//! [`Managed`]: the shared handle on one client a [`Manager`](crate::Manager) built, with
+//! the lifecycle every managed client has (open → closing → closed, requests in flight,
+//! the teardown hook), whatever the client type.
+
+use std::fmt;
+use std::num::NonZeroU64;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::runtime::{self, Handle};
+use tokio::sync::Notify;
+
+use crate::factory::ClientFactory;
+use crate::lifecycle::{Lifecycle, Phase};
+use crate::manager::Shared;
+use crate::runtime::CleanupHandle;
+use crate::slot::SlotClient;
+use crate::stats::Counters;
+
+/// Identifies one client a manager built. Unique for the life of the process.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), rtlocal::Error> {
+/// let a = rtlocal::client().await?;
+/// let b = rtlocal::client().await?;
+/// assert_eq!(a.id(), b.id()); // same thread, same runtime
+/// println!("{}", a.id()); // "client-1"
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub struct ClientId(NonZeroU64);
+
+impl ClientId {
+    fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        // Relaxed: uniqueness needs only atomicity.
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        ClientId(NonZeroU64::new(n).unwrap_or(NonZeroU64::MIN))
+    }
+
+    /// The id as a number.
+    pub fn as_u64(self) -> u64 {
+        self.0.get()
+    }
+}
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "client-{}", self.0)
+    }
+}
+
+/// A client a [`Manager`](crate::Manager) built, bound to one runtime: one `Arc`, cheap to
+/// clone. Derefs to the factory's client type.
+///
+/// Get one from [`Manager::client`](crate::Manager::client) each time you need it rather
+/// than keeping it: the same thread on the same live runtime always gets the same client
+/// back ([`id`](Managed::id) equal), at the cost of a thread-local lookup. A handle kept
+/// past its runtime's end refers to a closed client.
+///
+/// # Examples
+///
+/// ```
+/// # struct Unit;
+/// # impl rtlocal::ClientFactory for Unit {
+/// #     type Client = ();
+/// #     fn build(&self, _: &tokio::runtime::Handle) -> Result<(), rtlocal::Error> { Ok(()) }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), rtlocal::Error> {
+/// let manager = rtlocal::Manager::new(Unit);
+/// let client = manager.client().await?;
+/// assert_eq!(client.runtime_id(), tokio::runtime::Handle::current().id());
+/// assert!(client.is_open());
+/// manager.close_all().await;
+/// assert!(!client.is_open());
+/// # Ok(()) }
+/// ```
+pub struct Managed<F: ClientFactory> {
+    pub(crate) inner: Arc<Entry<F>>,
+}
+
+pub(crate) struct Entry<F: ClientFactory> {
+    id: ClientId,
+    runtime: runtime::Id,
+    /// Open → closing (draining) → closed, and the requests in flight.
+    life: Lifecycle,
+    drained: Notify,
+    hook: parking_lot::Mutex<Option<CleanupHandle>>,
+    pub(crate) manager: Weak<Shared<F>>,
+    /// The client's own runtime, for closing it gracefully from elsewhere.
+    handle: Handle,
+    pub(crate) counters: Arc<Counters>,
+    factory: Arc<F>,
+    pub(crate) client: F::Client,
+}
+
+/// The result of closing one client.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CloseOutcome {
+    /// This call performed the close (it was not already closed).
+    pub(crate) closed_now: bool,
+    /// The deadline passed (requests still in flight, or the factory's close overran).
+    pub(crate) forced: bool,
+    /// How many requests were cut.
+    pub(crate) cut: u64,
+}
+
+/// How a close ends, after the lifecycle says this caller is the one that closes.
+#[derive(Clone, Copy)]
+enum Finish {
+    /// The factory's graceful close already ran.
+    Graceful,
+    /// Cut the connections ([`ClientFactory::abort`]).
+    Abort,
+    /// The close deadline passed: abort, and count the close as forced.
+    Deadline,
+    /// The runtime is being torn down ([`ClientFactory::release`]).
+    RuntimeGone,
+}
+
+impl<F: ClientFactory> Managed<F> {
+    pub(crate) fn new(
+        client: F::Client,
+        handle: Handle,
+        manager: Weak<Shared<F>>,
+        counters: Arc<Counters>,
+        factory: Arc<F>,
+    ) -> Self {
+        Counters::inc(&counters.clients_created);
+        let inner = Entry {
+            id: ClientId::next(),
+            runtime: handle.id(),
+            life: Lifecycle::new(),
+            drained: Notify::new(),
+            hook: parking_lot::Mutex::new(None),
+            manager,
+            handle,
+            counters,
+            factory,
+            client,
+        };
+        tracing::debug!(
+            client = %inner.id,
+            runtime = %inner.runtime,
+            thread = ?std::thread::current().id(),
+            "client created"
+        );
+        Managed {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// This client's id: equal for every clone, different for every client built.
+    pub fn id(&self) -> ClientId {
+        self.inner.id
+    }
+
+    /// The runtime this client belongs to.
+    pub fn runtime_id(&self) -> runtime::Id {
+        self.inner.runtime
+    }
+
+    /// Whether the client has not been closed (or begun closing).
+    pub fn is_open(&self) -> bool {
+        self.inner.life.phase() == Phase::Open
+    }
+
+    /// The factory's client.
+    pub fn get_ref(&self) -> &F::Client {
+        &self.inner.client
+    }
+
+    /// Counts a request in flight until the guard is dropped: a graceful close waits for
+    /// it (up to the close timeout). `None` once the client is closing: get a fresh one
+    /// from the manager.
+    ///
+    /// [`HttpClientManager`](crate::HttpClientManager)'s clients track every request
+    /// themselves; use this to give another factory's requests the same graceful close.
+    ///
+    /// ```
+    /// # struct Unit;
+    /// # impl rtlocal::ClientFactory for Unit {
+    /// #     type Client = ();
+    /// #     fn build(&self, _: &tokio::runtime::Handle) -> Result<(), rtlocal::Error> { Ok(()) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), rtlocal::Error> {
+    /// let manager = rtlocal::Manager::new(Unit);
+    /// let client = manager.client().await?;
+    /// let guard = client.track().expect("an open client");
+    /// assert_eq!(manager.stats().requests_in_flight, 1);
+    /// drop(guard);
+    /// assert_eq!(manager.stats().requests_in_flight, 0);
+    /// # Ok(()) }
+    /// ```
+    #[inline]
+    pub fn track(&self) -> Option<RequestGuard<F>> {
+        self.inner.begin_request()
+    }
+
+    /// Closes this client: no new requests, in-flight ones may finish until `timeout`,
+    /// then the factory's close (for what is left of `timeout`); past the deadline the
+    /// close is forced.
+    pub(crate) async fn close_graceful(&self, timeout: Duration) -> CloseOutcome {
+        let inner = &self.inner;
+        inner.life.begin_close();
+        if inner.life.phase() == Phase::Closed {
+            return CloseOutcome::default();
+        }
+        let start = tokio::time::Instant::now();
+        let Some(deadline) = start.checked_add(timeout) else {
+            // No deadline worth the name (e.g. `Duration::MAX`).
+            inner.wait_drained().await;
+            inner.factory.close(&inner.client).await;
+            return inner.outcome(inner.shut("closed", Finish::Graceful), false);
+        };
+        let drained = tokio::time::timeout_at(deadline, inner.wait_drained())
+            .await
+            .is_ok();
+        let finished = drained
+            && tokio::time::timeout_at(deadline, inner.factory.close(&inner.client))
+                .await
+                .is_ok();
+        if finished {
+            inner.outcome(inner.shut("closed", Finish::Graceful), false)
+        } else {
+            inner.outcome(inner.shut("deadline", Finish::Deadline), true)
+        }
+    }
+
+    /// Stops new requests without waiting for anything.
+    pub(crate) fn begin_close(&self) {
+        self.inner.life.begin_close();
+    }
+
+    /// Closes at once, cutting whatever is in flight. Returns whether this call closed it.
+    pub(crate) fn close_now(&self, why: &'static str) -> bool {
+        self.inner.shut(why, Finish::Abort).0
+    }
+
+    /// Closes gracefully on the client's own runtime, in the background (for a thread
+    /// that exits while requests of its client may still be in flight elsewhere). If that
+    /// runtime is gone, the task is dropped at once, and with it this handle.
+    pub(crate) fn close_in_background(self, timeout: Duration) {
+        self.begin_close();
+        let handle = self.inner.handle.clone();
+        drop(handle.spawn(async move {
+            self.close_graceful(timeout).await;
+        }));
+    }
+
+    /// Releases the client from its runtime's teardown: the runtime is dropping every
+    /// task (connections included) and whatever is in flight with them, so there is
+    /// nothing to wait for.
+    pub(crate) fn release_at_teardown(&self) -> bool {
+        self.inner.shut("runtime torn down", Finish::RuntimeGone).0
+    }
+
+    pub(crate) fn set_hook(&self, hook: CleanupHandle) {
+        let mut slot = self.inner.hook.lock();
+        if self.inner.life.phase() == Phase::Closed {
+            drop(slot);
+            hook.cancel();
+        } else {
+            *slot = Some(hook);
+        }
+    }
+
+    /// Whether this client was built by the manager whose shared state is at `ptr`.
+    /// (Its `Weak` keeps that allocation from being reused while the client exists.)
+    #[inline]
+    pub(crate) fn belongs_to(&self, ptr: *const Shared<F>) -> bool {
+        std::ptr::eq(self.inner.manager.as_ptr(), ptr)
+    }
+
+    /// Requests in flight now.
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.inner.life.in_flight()
+    }
+
+    fn state(&self) -> &'static str {
+        match self.inner.life.phase() {
+            Phase::Open => "open",
+            Phase::Closing => "closing",
+            Phase::Closed => "closed",
+        }
+    }
+}
+
+impl<F: ClientFactory> Entry<F> {
+    /// Counts a request in flight, unless the client is closing.
+    #[inline]
+    pub(crate) fn begin_request(self: &Arc<Self>) -> Option<RequestGuard<F>> {
+        if !self.life.begin_request() {
+            return None;
+        }
+        Counters::inc(&self.counters.requests_started);
+        Counters::inc(&self.counters.requests_in_flight);
+        Some(RequestGuard {
+            inner: Arc::clone(self),
+        })
+    }
+
+    fn end_request(&self) {
+        if self.life.end_request() {
+            self.drained.notify_waiters();
+        }
+    }
+
+    async fn wait_drained(&self) {
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.life.in_flight() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn outcome(&self, (closed_now, cut): (bool, u64), overran: bool) -> CloseOutcome {
+        CloseOutcome {
+            closed_now,
+            forced: closed_now && (cut > 0 || overran),
+            cut,
+        }
+    }
+
+    /// The one place a client becomes closed: connections let go of, hook cancelled,
+    /// counted. Returns whether this call closed it, and how many requests it cut.
+    fn shut(&self, why: &'static str, finish: Finish) -> (bool, u64) {
+        let (first, cut) = self.life.finish_close();
+        if !first {
+            return (false, 0);
+        }
+        match finish {
+            Finish::Graceful => {}
+            Finish::Abort | Finish::Deadline => self.factory.abort(&self.client),
+            Finish::RuntimeGone => self.factory.release(&self.client),
+        }
+        if let Some(hook) = self.hook.lock().take() {
+            hook.cancel();
+        }
+        self.drained.notify_waiters();
+        Counters::inc(&self.counters.clients_closed);
+        if cut > 0 || matches!(finish, Finish::Deadline) {
+            Counters::inc(&self.counters.forced_closes);
+            tracing::warn!(
+                client = %self.id,
+                runtime = %self.runtime,
+                in_flight = cut,
+                "client close forced: the close deadline passed (requests still in flight were cut)"
+            );
+        } else {
+            tracing::debug!(client = %self.id, runtime = %self.runtime, reason = why, "client closed");
+        }
+        (true, cut)
+    }
+}
+
+impl<F: ClientFactory> Drop for Entry<F> {
+    fn drop(&mut self) {
+        // Last handle gone without a close (e.g. the manager was dropped): let go of the
+        // connections so nothing outlives the client.
+        self.shut("dropped", Finish::Abort);
+    }
+}
+
+impl<F: ClientFactory> Clone for Managed<F> {
+    #[inline]
+    fn clone(&self) -> Self {
+        Managed {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<F: ClientFactory> Deref for Managed<F> {
+    type Target = F::Client;
+
+    #[inline]
+    fn deref(&self) -> &F::Client {
+        &self.inner.client
+    }
+}
+
+impl<F: ClientFactory> SlotClient for Managed<F> {
+    #[inline]
+    fn is_open(&self) -> bool {
+        Managed::is_open(self)
+    }
+
+    fn begin_close(&self) {
+        Managed::begin_close(self);
+    }
+
+    fn force_close(&self) {
+        self.close_now("force-closed");
+    }
+}
+
+impl<F: ClientFactory> fmt::Debug for Managed<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Managed")
+            .field("id", &self.inner.id)
+            .field("runtime", &self.inner.runtime)
+            .field("state", &self.state())
+            .field("in_flight", &self.in_flight())
+            .finish()
+    }
+}
+
+/// A request in flight on a managed client (from [`Managed::track`]); it ends when the
+/// guard is dropped. A graceful close waits for every guard, up to its deadline.
+pub struct RequestGuard<F: ClientFactory> {
+    inner: Arc<Entry<F>>,
+}
+
+impl<F: ClientFactory> RequestGuard<F> {
+    /// Counts the request as failed (it still ends when the guard is dropped).
+    pub fn failed(self) {
+        Counters::inc(&self.inner.counters.requests_failed);
+    }
+
+    /// Whether the client this request belongs to was closed under it (the request was
+    /// cut by a forced close).
+    pub fn client_closed(&self) -> bool {
+        self.inner.life.phase() == Phase::Closed
+    }
+}
+
+impl<F: ClientFactory> Drop for RequestGuard<F> {
+    fn drop(&mut self) {
+        Counters::dec(&self.inner.counters.requests_in_flight);
+        self.inner.end_request();
+    }
+}
+
+impl<F: ClientFactory> fmt::Debug for RequestGuard<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestGuard")
+            .field("client", &self.inner.id)
+            .finish()
+    }
+}
