@@ -19,6 +19,16 @@ use crate::error::{BoxError, Error, Kind};
 /// `From` conversions exist for `&'static str`, `String`, `Vec<u8>`, [`Bytes`] and `()`,
 /// so `Request<&str>` and friends can be passed to [`Client::request`](crate::Client::request)
 /// directly.
+///
+/// ```
+/// use rtlocal::Body;
+///
+/// let req = http::Request::post("http://127.0.0.1:8080/echo").body(Body::from("hi"))?;
+/// let streamed = Body::wrap(http_body_util::Full::new(bytes::Bytes::from_static(b"chunk")));
+/// let empty = Body::empty();
+/// # let _ = (req, streamed, empty);
+/// # Ok::<(), http::Error>(())
+/// ```
 pub struct Body {
     kind: BodyKind,
 }
@@ -132,6 +142,36 @@ impl http_body::Body for Body {
 /// The request counts as in flight until this body has been read to the end or dropped;
 /// a graceful close waits for that (up to its deadline). Use
 /// [`http_body_util::BodyExt::collect`] to read it whole.
+///
+/// ```
+/// # async fn serve() -> std::net::SocketAddr {
+/// #     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// #     let addr = listener.local_addr().unwrap();
+/// #     tokio::spawn(async move {
+/// #         while let Ok((stream, _)) = listener.accept().await {
+/// #             let svc = hyper::service::service_fn(|_req| async {
+/// #                 let body = http_body_util::Full::new(bytes::Bytes::from_static(b"hello"));
+/// #                 Ok::<_, std::convert::Infallible>(hyper::Response::new(body))
+/// #             });
+/// #             let io = hyper_util::rt::TokioIo::new(stream);
+/// #             tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(io, svc));
+/// #         }
+/// #     });
+/// #     addr
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let addr = serve().await;
+/// use http_body_util::BodyExt;
+///
+/// let manager = rtlocal::HttpClientManager::new();
+/// let resp = manager.client().await?.get(&format!("http://{addr}/")).await?;
+/// assert_eq!(manager.stats().requests_in_flight, 1); // until the body is read or dropped
+/// let body = resp.into_body().collect().await?.to_bytes();
+/// assert_eq!(body, "hello");
+/// assert_eq!(manager.stats().requests_in_flight, 0);
+/// # Ok(()) }
+/// ```
 pub struct ResponseBody {
     incoming: hyper::body::Incoming,
     in_flight: Option<InFlight>,

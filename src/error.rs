@@ -14,6 +14,17 @@ pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
 ///
 /// Cloning is cheap (one `Arc`), so one failure can be handed to every caller that
 /// was waiting on the same client build.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // Nothing listens on port 1 of the loopback address.
+/// let err = rtlocal::client().await.unwrap().get("http://127.0.0.1:1/").await.unwrap_err();
+/// assert!(err.is_connect());
+/// assert!(std::error::Error::source(&err).is_some()); // the underlying hyper-util error
+/// println!("{err}"); // could not connect to the server
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Error {
     inner: Arc<Inner>,

@@ -417,6 +417,22 @@ impl<F: ClientFactory> fmt::Debug for Managed<F> {
 
 /// A request in flight on a managed client (from [`Managed::track`]); it ends when the
 /// guard is dropped. A graceful close waits for every guard, up to its deadline.
+///
+/// ```
+/// # struct Unit;
+/// # impl rtlocal::ClientFactory for Unit {
+/// #     type Client = ();
+/// #     fn build(&self, _: &tokio::runtime::Handle) -> Result<(), rtlocal::Error> { Ok(()) }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), rtlocal::Error> {
+/// let manager = rtlocal::Manager::new(Unit);
+/// let guard = manager.client().await?.track().unwrap();
+/// guard.failed(); // counted as failed, and ended
+/// assert_eq!(manager.stats().requests_failed, 1);
+/// assert_eq!(manager.stats().requests_in_flight, 0);
+/// # Ok(()) }
+/// ```
 pub struct RequestGuard<F: ClientFactory> {
     inner: Arc<Entry<F>>,
 }

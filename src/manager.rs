@@ -296,6 +296,19 @@ struct RuntimeSlot<F: ClientFactory> {
 }
 
 /// Configures a [`Manager`]: see [`Manager::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// # struct Unit;
+/// # impl rtlocal::ClientFactory for Unit {
+/// #     type Client = ();
+/// #     fn build(&self, _: &tokio::runtime::Handle) -> Result<(), rtlocal::Error> { Ok(()) }
+/// # }
+///
+/// let err = rtlocal::Manager::builder(Unit).close_timeout(Duration::ZERO).build().unwrap_err();
+/// assert!(err.is_config());
+/// assert!(err.to_string().contains("close_timeout"));
+/// ```
 pub struct ManagerBuilder<F: ClientFactory> {
     factory: F,
     options: Options,
@@ -420,6 +433,24 @@ impl<F: ClientFactory> Manager<F> {
     /// [`Error::is_shut_down`]; every client stops taking requests, in-flight requests
     /// may finish until `timeout`, then the rest are cut — across every slot, including
     /// slots whose runtime is idle or gone.
+    ///
+    /// ```
+    /// # struct Unit;
+    /// # impl rtlocal::ClientFactory for Unit {
+    /// #     type Client = ();
+    /// #     fn build(&self, _: &tokio::runtime::Handle) -> Result<(), rtlocal::Error> { Ok(()) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), rtlocal::Error> {
+    /// let manager = rtlocal::Manager::new(Unit);
+    /// let client = manager.client().await?;
+    /// let report = manager.shutdown(std::time::Duration::from_secs(5)).await;
+    /// assert_eq!(report.closed, 1);
+    /// assert!(!client.is_open());
+    /// assert!(manager.client().await.unwrap_err().is_shut_down());
+    /// assert_eq!(manager.stats().clients_live, 0);
+    /// # Ok(()) }
+    /// ```
     ///
     /// Idempotent and safe to call concurrently: a later call closes whatever is left and
     /// reports only that. A request racing the call may still be handed a client that

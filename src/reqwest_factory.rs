@@ -48,6 +48,15 @@ pub type ReqwestManager = Manager<ReqwestFactory>;
 /// that runtime is dropped (the usual case: a runtime change happens because the old
 /// runtime ended). [`HttpClientManager`](crate::HttpClientManager) tracks every socket and
 /// also shuts idle runtimes' connections down on the wire.
+///
+/// ```
+/// let manager = rtlocal::ReqwestManager::new(rtlocal::ReqwestFactory::new());
+/// let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+/// let client = rt.block_on(manager.client()).unwrap();
+/// let _: &reqwest::Client = &client; // derefs to the reqwest client
+/// drop(rt);
+/// assert!(!client.is_open()); // released with its runtime
+/// ```
 pub struct ReqwestFactory {
     configure: Box<dyn Fn() -> reqwest::ClientBuilder + Send + Sync>,
 }

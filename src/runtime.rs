@@ -152,6 +152,15 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 
 /// A registered teardown callback. Dropping it leaves the callback registered;
 /// [`cancel`](CleanupHandle::cancel) removes it.
+///
+/// ```
+/// let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+/// let handle = rt.block_on(async {
+///     rtlocal::on_runtime_shutdown(|| unreachable!("cancelled before teardown")).unwrap()
+/// });
+/// assert!(handle.cancel()); // removed: it will never run
+/// drop(rt);
+/// ```
 pub struct CleanupHandle {
     entry: Arc<RuntimeEntry>,
     seq: u64,

@@ -81,6 +81,17 @@ impl Counters {
 ///
 /// Client, connection and request counters belong to the manager; callback counters are
 /// process-wide (callbacks belong to runtimes, not managers).
+///
+/// ```
+/// let manager = rtlocal::HttpClientManager::new();
+/// for _ in 0..3 {
+///     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+///     rt.block_on(manager.client()).unwrap();
+/// } // each runtime dropped: its client released right then
+/// let s = manager.stats();
+/// assert_eq!((s.clients_created, s.clients_closed, s.clients_live), (3, 3, 0));
+/// assert_eq!(s.runtime_releases, 3);
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
@@ -129,6 +140,18 @@ pub struct Stats {
 ///
 /// Its `Display` is a one-line summary:
 /// `closed 4 client(s) in 1.02s: 1 forced (3 in-flight request(s) cut), 0 failed`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let manager = rtlocal::HttpClientManager::new();
+/// manager.client().await.unwrap();
+/// let report = manager.close_all().await;
+/// assert_eq!((report.closed, report.forced, report.in_flight_cut), (1, 0, 0));
+/// assert!(report.failed.is_empty());
+/// assert!(report.to_string().starts_with("closed 1 client(s)"));
+/// # }
+/// ```
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct CloseReport {
