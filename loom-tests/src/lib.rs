@@ -14,10 +14,15 @@ use rtlocal::__loom::{
 };
 
 /// Runs `f` under loom, with `LOOM_MAX_PREEMPTIONS` (default 3) bounding the search.
+/// With `LOOM_LOG` set, through `loom::model`, which prints the interleaving (`run.sh`
+/// sets the preemption bound then).
 pub fn model<F>(f: F)
 where
     F: Fn() + Sync + Send + 'static,
 {
+    if std::env::var_os("LOOM_LOG").is_some() {
+        return loom::model(f);
+    }
     let mut builder = loom::model::Builder::new();
     if builder.preemption_bound.is_none() {
         builder.preemption_bound = Some(3);
@@ -170,6 +175,7 @@ fn get_client_inner(slot: &FakeSlot, world: &World, key: &FakeKey) -> FakeClient
             Acquire::Lead(lease) => lease,
         };
         if let Some(stale) = lease.stale() {
+            assert_not_open(stale);
             stale.close();
         }
         match lease.publish_with(|| Ok(world.build(key.runtime))) {
@@ -178,6 +184,17 @@ fn get_client_inner(slot: &FakeSlot, world: &World, key: &FakeKey) -> FakeClient
             Err(PublishError::Failed(())) => unreachable!(),
         }
     }
+}
+
+/// A client taken out of `Ready` (replaced or retired) must already read as not open:
+/// the manager's per-thread cache hands out any cached client that reads open.
+fn assert_not_open(stale: &FakeClient) {
+    assert!(
+        !stale.is_open(),
+        "client {} still reads open after its replacement began: a cached handle of it \
+         would be handed out again",
+        stale.id
+    );
 }
 
 /// `HttpClientManager::close_all()` for one slot, as the manager runs it: a slot caught
@@ -190,6 +207,7 @@ pub fn close_all(slot: &FakeSlot) -> usize {
                     .stale()
                     .cloned()
                     .expect("retire always carries the client");
+                assert_not_open(&stale);
                 stale.close();
                 lease.finish_empty();
                 return 1;
