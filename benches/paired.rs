@@ -18,19 +18,7 @@ use std::time::{Duration, Instant};
 use http_body_util::BodyExt;
 
 fn main() {
-    // `cargo bench` passes `--bench`; a number is the round count. Without `--bench`
-    // (`cargo test --all-targets`) this is a quick smoke run whose figures mean nothing.
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let measuring = args.iter().any(|a| a == "--bench");
-    let rounds: usize = args
-        .iter()
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(if measuring { 3000 } else { 20 });
-    if !measuring {
-        println!(
-            "smoke run ({rounds} rounds, not a measurement): use `cargo bench --bench paired`"
-        );
-    }
+    let rounds = support::rounds("paired", 3000, 20);
     let (addr, _server) = support::loopback_server();
     let uri: http::Uri = format!("http://{addr}/").parse().expect("uri");
     let m = support::manager();

@@ -24,19 +24,7 @@ enum Workload {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; a number is the round count. Without `--bench`
-    // (`cargo test --all-targets`) this is a quick smoke run whose figures mean nothing.
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let measuring = args.iter().any(|a| a == "--bench");
-    let rounds: usize = args
-        .iter()
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(if measuring { 200 } else { 5 });
-    if !measuring {
-        println!(
-            "smoke run ({rounds} rounds, not a measurement): use `cargo bench --bench sharing`"
-        );
-    }
+    let rounds = support::rounds("sharing", 200, 5);
     let (addr, _server) = support::loopback_server();
     let uri: http::Uri = format!("http://{addr}/").parse().expect("uri");
     let manager = |sharing| {

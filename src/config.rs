@@ -8,7 +8,7 @@ use http::header::{HeaderMap, HeaderValue, USER_AGENT};
 
 use crate::error::Error;
 use crate::http_manager::HttpClientManager;
-use crate::manager::Sharing;
+use crate::manager::{Options, Sharing};
 
 /// The resolved settings, shared by every client of one manager.
 #[derive(Clone, Debug)]
@@ -30,6 +30,16 @@ pub(crate) struct Config {
     pub(crate) default_headers: Arc<HeaderMap>,
     #[cfg(feature = "rustls")]
     pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Config {
+    /// The settings every manager has, whatever its factory.
+    pub(crate) fn options(&self) -> Options {
+        Options {
+            close_timeout: self.close_timeout,
+            sharing: self.sharing,
+        }
+    }
 }
 
 impl Default for Config {
@@ -355,12 +365,7 @@ impl Builder {
             return Err(Error::config(msg));
         }
         let c = &self.config;
-        if c.close_timeout.is_zero() {
-            return Err(Error::config(
-                "close_timeout must be greater than zero (got 0s); it bounds how long closing \
-                 a client waits for in-flight requests",
-            ));
-        }
+        c.options().validate()?;
         for (name, value, off) in [
             (
                 "connect_timeout",

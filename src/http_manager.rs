@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::client::{Client, HyperFactory};
 use crate::config::{Builder, Config};
 use crate::error::Error;
-use crate::manager::{Manager, Options, Sharing};
+use crate::manager::{Manager, Sharing};
 use crate::stats::{CloseReport, Counters, Stats};
 
 /// Hands every thread an HTTP [`Client`] bound to the tokio runtime it is running on.
@@ -70,10 +70,7 @@ impl HttpClientManager {
 
     pub(crate) fn from_config(config: Config) -> Self {
         let counters = Arc::new(Counters::default());
-        let options = Options {
-            close_timeout: config.close_timeout,
-            sharing: config.sharing,
-        };
+        let options = config.options();
         let factory = HyperFactory::new(config, Arc::clone(&counters));
         HttpClientManager {
             inner: Manager::from_parts(factory, options, counters),

@@ -148,14 +148,7 @@ fn sixteen_concurrent_callers_during_a_replacement_get_one_client() {
         tokio::spawn(async move {
             let _ = c2.get(&slow).await;
         });
-        while server
-            .counts
-            .requests
-            .load(std::sync::atomic::Ordering::SeqCst)
-            == 0
-        {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        server.requests_reached(1).await;
         c
     });
 
@@ -329,14 +322,7 @@ fn requests_in_flight_finish_before_a_graceful_replacement() {
         });
         (c, pending)
     });
-    while server
-        .counts
-        .requests
-        .load(std::sync::atomic::Ordering::SeqCst)
-        == 0
-    {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    server.wait_requests(1);
     let other = current_thread_rt();
     let new = block_on_guarded(&other, async { m.client().await.unwrap() });
     assert_ne!(new.id(), c.id());

@@ -127,14 +127,7 @@ fn close_all_waits_for_a_tracked_reqwest_request() {
             body
         });
         // Let the request reach the server before closing.
-        while server
-            .counts
-            .requests
-            .load(std::sync::atomic::Ordering::SeqCst)
-            == 0
-        {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        server.requests_reached(1).await;
         let report = manager.close_all().await;
         (report, request.await.unwrap())
     });

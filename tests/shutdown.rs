@@ -55,12 +55,7 @@ fn shutdown_with_fifty_requests_in_flight_on_four_threads() {
         }));
     }
     // All 50 requests reached the server.
-    let deadline = std::time::Instant::now() + common::HANG_GUARD;
-    while server.counts.requests.load(Ordering::SeqCst) < 50 && std::time::Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert_eq!(server.counts.requests.load(Ordering::SeqCst), 50);
+    assert_eq!(server.wait_requests(50), 50);
     assert_eq!(m.stats().requests_in_flight, 50);
 
     let rt = current_thread_rt();

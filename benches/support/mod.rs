@@ -17,6 +17,22 @@ use rtlocal::HttpClientManager;
 
 pub type Raw = HyperClient<HttpConnector, Empty<Bytes>>;
 
+/// The round count for a hand-rolled (`harness = false`) bench. `cargo bench` passes
+/// `--bench`, and a number on the command line is the round count; without `--bench`
+/// (`cargo test --all-targets`) this is a quick smoke run whose figures mean nothing.
+pub fn rounds(bench: &str, measuring: usize, smoke: usize) -> usize {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let is_measuring = args.iter().any(|a| a == "--bench");
+    let default = if is_measuring { measuring } else { smoke };
+    let rounds = args.iter().find_map(|a| a.parse().ok()).unwrap_or(default);
+    if !is_measuring {
+        println!(
+            "smoke run ({rounds} rounds, not a measurement): use `cargo bench --bench {bench}`"
+        );
+    }
+    rounds
+}
+
 /// A keep-alive server on its own runtime (one worker, so the client side gets the
 /// other core), answering every request with a small body.
 pub fn loopback_server() -> (SocketAddr, tokio::runtime::Runtime) {

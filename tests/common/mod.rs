@@ -90,6 +90,31 @@ impl TestServer {
         self.counts.accepted.load(Ordering::SeqCst)
     }
 
+    /// Requests the server has seen.
+    pub fn requests(&self) -> usize {
+        self.counts.requests.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the server has seen at least `n` requests (or the hang guard passes)
+    /// and returns how many it has seen then.
+    pub fn wait_requests(&self, n: usize) -> usize {
+        let deadline = Instant::now() + HANG_GUARD;
+        while self.requests() < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.requests()
+    }
+
+    /// [`wait_requests`](Self::wait_requests) for async code: sleeps on the caller's
+    /// runtime rather than blocking it.
+    pub async fn requests_reached(&self, n: usize) -> usize {
+        let deadline = Instant::now() + HANG_GUARD;
+        while self.requests() < n && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.requests()
+    }
+
     /// Waits until the server sees `n` open connections (or the hang guard passes) and
     /// returns what it sees then.
     pub fn wait_open(&self, n: usize) -> usize {
