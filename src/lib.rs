@@ -59,7 +59,7 @@
 //!
 //! Call `client().await` where you need a client, rather than storing one: on an
 //! unchanged runtime it costs a thread-local lookup and one `Arc` clone (measured below
-//! at about the cost of cloning a hyper-util client out of a `static`).
+//! at less than cloning a hyper-util client out of a `static`).
 //!
 //! # Recipes
 //!
@@ -219,13 +219,14 @@
 //! Measured on a 2-core virtual machine against baselines in the same run
 //! (`benches/README.md` has the tables and the commands):
 //!
-//! | what | rtlocal | baseline |
+//! | what | rtlocal, relative to the baseline | baseline, same run |
 //! |---|---|---|
-//! | `client()` on an unchanged runtime, 1 thread | ≈ 24 ns | `static OnceLock` hyper-util clone ≈ 28 ns; global mutex map ≈ 93 ns |
-//! | `client()`, 2 threads at once | ≈ 7× the throughput of the global mutex map | |
-//! | request on loopback | 0.97–1.0× raw hyper-util's throughput | raw hyper-util, same settings |
-//! | runtime churn (new runtime, first request, drop) | ≈ 1.05× | a fresh raw client each time |
-//! | `close_all` over 1,000 slots | ≈ 2–4 ms | |
+//! | `client()` on an unchanged runtime, 1 thread | 0.6–0.9× the time | cloning a hyper-util client out of a `static OnceLock` |
+//! | `client()`, 2 threads at once | 7–10× the throughput | a global `Mutex<HashMap<(ThreadId, runtime::Id), Client>>` |
+//! | requests on loopback | 0.97–1.03× the throughput at concurrency 1, 0.94–0.97× at 64 | raw hyper-util, same settings |
+//! | runtime churn (new runtime, first request, drop) | 1.04–1.06× the time | a fresh raw hyper-util client each time |
+//! | `close_all` over 1,000 slots | 2–4 ms | |
+//! | [`Sharing::PerRuntime`], tasks hopping between 4 workers | 1 connection instead of 4 | [`Sharing::PerThread`] |
 //!
 //! `client()` on an unchanged runtime does not allocate (`tests/alloc.rs` asserts it).
 //!
