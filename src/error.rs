@@ -241,7 +241,9 @@ fn chain_has_timeout(err: &(dyn StdError + 'static)) -> bool {
 fn chain_is_closed_client(err: &(dyn StdError + 'static)) -> bool {
     let mut cur = Some(err);
     while let Some(e) = cur {
-        if e.downcast_ref::<crate::connect::ClientClosed>().is_some() {
+        if e.downcast_ref::<crate::http::connect::ClientClosed>()
+            .is_some()
+        {
             return true;
         }
         cur = e.source();

@@ -264,19 +264,11 @@
 // tokio side go unused there.
 #![cfg_attr(rtlocal_loom, allow(dead_code))]
 
-#[cfg(not(rtlocal_loom))]
-mod body;
-#[cfg(not(rtlocal_loom))]
-mod client;
-#[cfg(not(rtlocal_loom))]
-mod config;
-#[cfg(not(rtlocal_loom))]
-mod connect;
 mod error;
 #[cfg(not(rtlocal_loom))]
 mod factory;
 #[cfg(not(rtlocal_loom))]
-mod http_manager;
+mod http;
 #[cfg(not(rtlocal_loom))]
 mod idmap;
 // `pub` items here are re-exported to the loom models under `rtlocal_loom`.
@@ -317,11 +309,11 @@ pub mod __loom {
 mod api {
     use std::sync::LazyLock;
 
-    pub use crate::body::{Body, ResponseBody};
-    pub use crate::client::Client;
-    pub use crate::config::Builder;
     pub use crate::factory::ClientFactory;
-    pub use crate::http_manager::HttpClientManager;
+    pub use crate::http::body::{Body, ResponseBody};
+    pub use crate::http::client::Client;
+    pub use crate::http::config::Builder;
+    pub use crate::http::manager::HttpClientManager;
     pub use crate::managed::{ClientId, Managed, RequestGuard};
     pub use crate::manager::{Manager, ManagerBuilder, Sharing};
     #[cfg(feature = "reqwest")]

@@ -9,7 +9,7 @@ use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 
-use crate::client::InFlight;
+use crate::http::client::InFlight;
 use std::future::Future;
 
 use crate::error::{BoxError, Error, Kind};

@@ -4,9 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::client::{Client, HyperFactory};
-use crate::config::{Builder, Config};
 use crate::error::Error;
+use crate::http::client::{Client, HyperFactory};
+use crate::http::config::{Builder, Config};
 use crate::manager::{Manager, Sharing};
 use crate::stats::{CloseReport, Counters, Stats};
 

@@ -12,13 +12,13 @@ use hyper_util::client::legacy::{Client as HyperClient, ResponseFuture};
 use hyper_util::rt::TokioTimer;
 use tokio::runtime::{self, Handle};
 
-use crate::body::{Body, ResponseBody};
-use crate::config::Config;
-use crate::connect::{
-    ConnTracker, DnsCache, Limits, Resolver, TrackingConnector, TrackingExecutor,
-};
 use crate::error::{Error, Kind};
 use crate::factory::ClientFactory;
+use crate::http::body::{Body, ResponseBody};
+use crate::http::config::Config;
+use crate::http::connect::{
+    ConnTracker, DnsCache, Limits, Resolver, TrackingConnector, TrackingExecutor,
+};
 use crate::managed::{ClientId, Managed, RequestGuard};
 use crate::manager::Shared;
 use crate::stats::Counters;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::header::{HeaderMap, HeaderValue, USER_AGENT};
 
 use crate::error::Error;
-use crate::http_manager::HttpClientManager;
+use crate::http::manager::HttpClientManager;
 use crate::manager::{Options, Sharing};
 
 /// The resolved settings, shared by every client of one manager.

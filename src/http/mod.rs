@@ -1,0 +1,10 @@
+//! The HTTP client: [`HttpClientManager`](crate::HttpClientManager), its [`Builder`](crate::Builder)
+//! and the hyper-util factory behind it, the managed [`Client`](crate::Client), request and
+//! response bodies, and the connector that tracks every socket. hyper-util specifics live
+//! here and nowhere below.
+
+pub(crate) mod body;
+pub(crate) mod client;
+pub(crate) mod config;
+pub(crate) mod connect;
+pub(crate) mod manager;
