@@ -266,8 +266,6 @@
 
 mod error;
 #[cfg(not(rtlocal_loom))]
-mod factory;
-#[cfg(not(rtlocal_loom))]
 mod http;
 #[cfg(not(rtlocal_loom))]
 mod idmap;
@@ -275,51 +273,39 @@ mod idmap;
 #[allow(unreachable_pub)]
 mod lifecycle;
 #[cfg(not(rtlocal_loom))]
-mod managed;
-#[cfg(not(rtlocal_loom))]
 mod manager;
-// `pub` items in these two are re-exported to the loom models under `rtlocal_loom`.
 #[cfg(all(feature = "reqwest", not(rtlocal_loom)))]
 mod reqwest_factory;
-#[allow(unreachable_pub)]
-mod runtime;
-#[allow(unreachable_pub)]
-mod slot;
-#[cfg(not(rtlocal_loom))]
-mod stats;
 mod sync;
 
 #[cfg(not(rtlocal_loom))]
 pub use api::*;
 pub use error::Error;
-pub use runtime::CleanupHandle;
+pub use lifecycle::CleanupHandle;
 
 /// Internals exposed only for the loom models in `loom-tests/`. Not part of the API.
 #[cfg(rtlocal_loom)]
 #[doc(hidden)]
 pub mod __loom {
-    pub use crate::lifecycle::{Lifecycle, Phase};
-    pub use crate::runtime::{CleanupHandle, RuntimeEntry};
-    pub use crate::slot::{
-        Acquire, BindingKey, Completion, Lease, Outcome, PublishError, Retire, Slot, SlotClient,
-    };
+    pub use crate::lifecycle::*;
 }
 
 #[cfg(not(rtlocal_loom))]
 mod api {
     use std::sync::LazyLock;
 
-    pub use crate::factory::ClientFactory;
     pub use crate::http::body::{Body, ResponseBody};
     pub use crate::http::client::Client;
     pub use crate::http::config::Builder;
     pub use crate::http::manager::HttpClientManager;
-    pub use crate::managed::{ClientId, Managed, RequestGuard};
-    pub use crate::manager::{Manager, ManagerBuilder, Sharing};
+    use crate::manager::runtime;
+    pub use crate::manager::{
+        ClientFactory, ClientId, CloseReport, Managed, Manager, ManagerBuilder, RequestGuard,
+        Sharing, Stats,
+    };
     #[cfg(feature = "reqwest")]
     pub use crate::reqwest_factory::{ReqwestFactory, ReqwestManager};
-    pub use crate::stats::{CloseReport, Stats};
-    use crate::{CleanupHandle, Error, runtime};
+    use crate::{CleanupHandle, Error};
 
     static DEFAULT: LazyLock<HttpClientManager> = LazyLock::new(HttpClientManager::new);
 

@@ -5,7 +5,7 @@ use std::fmt;
 use tokio::runtime::Handle;
 
 use crate::error::Error;
-use crate::factory::ClientFactory;
+use crate::manager::ClientFactory;
 use crate::manager::Manager;
 
 /// A [`Manager`] of `reqwest::Client`s: one per thread (or runtime), bound to the runtime
@@ -109,7 +109,7 @@ impl fmt::Debug for ReqwestFactory {
 impl ClientFactory for ReqwestFactory {
     type Client = reqwest::Client;
 
-    fn build(&self, _runtime: &Handle) -> Result<reqwest::Client, Error> {
+    async fn build(&self, _runtime: &Handle) -> Result<reqwest::Client, Error> {
         (self.configure)().build().map_err(Error::build)
     }
 }

@@ -4,12 +4,14 @@
 //! so the models in `loom-tests/` check the production slot, registry and close code
 //! rather than a copy. Otherwise they are `parking_lot`'s and `std`'s.
 //!
-//! Only code that loom models goes through this shim; tokio and hyper types never do.
+//! Everything in `lifecycle/` takes its primitives from here; tokio and hyper types never
+//! do. The tokio adapter (`manager/`) owns the thread-locals and `Weak` handles, which
+//! loom cannot model (loom 0.7 has no `Weak`): see README's Correctness section.
 
 #[cfg(not(rtlocal_loom))]
 mod imp {
     pub(crate) use std::sync::Arc;
-    pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 
     /// A mutex whose `lock` never fails (no poisoning), with the same API under loom.
     #[derive(Debug, Default)]
@@ -32,7 +34,7 @@ mod imp {
 #[cfg(rtlocal_loom)]
 mod imp {
     pub(crate) use loom::sync::Arc;
-    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 
     /// loom's mutex behind the same never-failing `lock` as the production one.
     #[derive(Debug)]

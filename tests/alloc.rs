@@ -106,22 +106,27 @@ fn a_thread_slot_retains_at_most_one_kib() {
         .unwrap();
     }
     let base = LIVE_BYTES.load(Ordering::SeqCst);
-    // Threads alive at once, so each gets its own slot.
-    let barrier = std::sync::Arc::new(std::sync::Barrier::new(THREADS));
+    // Threads alive at once, so each gets its own slot; measured while they are alive,
+    // then again once they have exited (an exited thread's slot is let go).
+    let measured = std::sync::Arc::new(std::sync::Barrier::new(THREADS + 1));
+    let released = std::sync::Arc::new(std::sync::Barrier::new(THREADS + 1));
     let handles: Vec<_> = (0..THREADS)
         .map(|_| {
-            let (m, barrier) = (std::sync::Arc::clone(&m), std::sync::Arc::clone(&barrier));
+            let m = std::sync::Arc::clone(&m);
+            let (measured, released) = (
+                std::sync::Arc::clone(&measured),
+                std::sync::Arc::clone(&released),
+            );
             std::thread::spawn(move || {
                 let rt = common::current_thread_rt();
                 drop(rt.block_on(m.client()).unwrap());
-                barrier.wait();
                 drop(rt); // releases the client; the slot stays with the manager
+                measured.wait();
+                released.wait();
             })
         })
         .collect();
-    for h in handles {
-        h.join().unwrap();
-    }
+    measured.wait();
     let s = m.stats();
     assert_eq!(s.clients_live, 0);
     assert!(s.thread_slots as usize >= THREADS, "{s:?}");
@@ -131,5 +136,12 @@ fn a_thread_slot_retains_at_most_one_kib() {
         "{} slots retain {retained} bytes: {per_slot} bytes per slot",
         s.thread_slots
     );
+    released.wait();
+    for h in handles {
+        h.join().unwrap();
+    }
     assert!(per_slot <= 1024, "{per_slot} bytes retained per slot");
+    // Exited threads leave nothing listed behind.
+    let after = m.stats();
+    assert_eq!(after.thread_slots, 0, "{after:?}");
 }

@@ -36,7 +36,7 @@ struct Fake {
 impl ClientFactory for Counting {
     type Client = Fake;
 
-    fn build(&self, runtime: &Handle) -> Result<Fake, Error> {
+    async fn build(&self, runtime: &Handle) -> Result<Fake, Error> {
         self.calls.built.fetch_add(1, Ordering::SeqCst);
         if self.fail_build {
             return Err(Error::build(std::io::Error::other(

@@ -13,15 +13,12 @@ use hyper_util::rt::TokioTimer;
 use tokio::runtime::{self, Handle};
 
 use crate::error::{Error, Kind};
-use crate::factory::ClientFactory;
 use crate::http::body::{Body, ResponseBody};
 use crate::http::config::Config;
 use crate::http::connect::{
     ConnTracker, DnsCache, Limits, Resolver, TrackingConnector, TrackingExecutor,
 };
-use crate::managed::{ClientId, Managed, RequestGuard};
-use crate::manager::Shared;
-use crate::stats::Counters;
+use crate::manager::{ClientFactory, ClientId, Counters, Managed, RequestGuard};
 
 /// Builds the hyper-util clients of an [`HttpClientManager`](crate::HttpClientManager):
 /// one validated [`Config`] for all of them, one DNS cache shared by all of them.
@@ -59,7 +56,7 @@ impl HyperFactory {
 impl ClientFactory for HyperFactory {
     type Client = HyperParts;
 
-    fn build(&self, handle: &Handle) -> Result<HyperParts, Error> {
+    async fn build(&self, handle: &Handle) -> Result<HyperParts, Error> {
         let config = &self.config;
         let counters = &self.counters;
         let tracker = ConnTracker::new(Arc::clone(counters));
@@ -223,14 +220,14 @@ impl Client {
         // A fresh client can be closed again before we use it (close_all racing us);
         // a few attempts settle that, and the error after them is honest.
         for _ in 0..3 {
-            let Some(manager) = self.inner.inner.manager.upgrade() else {
+            let Some(manager) = self.inner.manager() else {
                 return Err(Error::with_detail(
                     Kind::Closed,
                     "its manager is gone, so the request cannot be re-routed: get a client \
                      from a live manager",
                 ));
             };
-            let fresh = Shared::client(&manager).await?;
+            let fresh = manager.client().await?;
             if let Some(guard) = fresh.track() {
                 tracing::trace!(from = %self.id(), to = %fresh.id(), "request re-routed");
                 return dispatch(&fresh, req, guard).await;

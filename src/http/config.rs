@@ -38,6 +38,7 @@ impl Config {
         Options {
             close_timeout: self.close_timeout,
             sharing: self.sharing,
+            ..Options::default()
         }
     }
 }

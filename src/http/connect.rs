@@ -32,7 +32,7 @@ use tokio::task::AbortHandle;
 
 use crate::error::BoxError;
 use crate::idmap::IdMap;
-use crate::stats::Counters;
+use crate::manager::Counters;
 
 /// The error a closed client's connector and executor give hyper-util.
 #[derive(Debug)]

@@ -7,8 +7,8 @@ use std::time::Duration;
 use crate::error::Error;
 use crate::http::client::{Client, HyperFactory};
 use crate::http::config::{Builder, Config};
+use crate::manager::{CloseReport, Counters, Stats};
 use crate::manager::{Manager, Sharing};
-use crate::stats::{CloseReport, Counters, Stats};
 
 /// Hands every thread an HTTP [`Client`] bound to the tokio runtime it is running on.
 ///

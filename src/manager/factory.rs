@@ -42,7 +42,7 @@ use crate::error::Error;
 ///
 /// impl ClientFactory for Numbered {
 ///     type Client = usize;
-///     fn build(&self, _runtime: &tokio::runtime::Handle) -> Result<usize, rtlocal::Error> {
+///     async fn build(&self, _runtime: &tokio::runtime::Handle) -> Result<usize, rtlocal::Error> {
 ///         Ok(self.0.fetch_add(1, Ordering::Relaxed))
 ///     }
 /// }
@@ -66,12 +66,20 @@ pub trait ClientFactory: Send + Sync + 'static {
     /// that runtime (so `Handle::current()` is `runtime`), on the thread the client is for
     /// (per-thread sharing) or one of the runtime's threads (per-runtime sharing).
     ///
-    /// Keep it quick and non-blocking: callers of the same slot wait for it.
+    /// Asynchronous, for clients that connect or load credentials to be built; a
+    /// synchronous build is a one-liner: `async fn build(&self, _: &Handle) -> Result<…> {
+    /// Ok(make()) }`.
+    ///
+    /// The build runs outside every lock. Other callers of the same slot wait for it and
+    /// share its outcome; it is bounded by the manager's build timeout (past it, every
+    /// waiter fails with [`Error::is_timeout`]). If the caller leading it is cancelled, the
+    /// build is dropped and the waiters build again. A panic in it fails every waiter with
+    /// [`Error::is_build`] and leaves the slot free for the next call.
     ///
     /// # Errors
     /// Whatever stops the client being built; wrap a foreign error with
     /// [`Error::build`]. Every caller waiting on this build gets the error.
-    fn build(&self, runtime: &Handle) -> Result<Self::Client, Error>;
+    fn build(&self, runtime: &Handle) -> impl Future<Output = Result<Self::Client, Error>> + Send;
 
     /// Closes the client gracefully once the manager has stopped handing it out and its
     /// tracked requests have finished. The manager bounds it by the close timeout and

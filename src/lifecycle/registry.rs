@@ -1,10 +1,7 @@
-//! Per-runtime registry: liveness tokens and teardown callbacks.
+//! A runtime's entry: its liveness token and its teardown callbacks.
 //!
-//! tokio has no shutdown hook, but every shutdown path (`drop`, `shutdown_background`,
-//! `shutdown_timeout`) drops the runtime's remaining tasks. So the first time a runtime is
-//! seen, a *sentinel* task that never finishes is spawned on it; the sentinel owns an
-//! `Arc<RuntimeEntry>` and its `Drop` tears the entry down: marks it dead (the liveness
-//! token paired with `Handle::id()`, since ids are reused) and runs the callbacks.
+//! The tokio adapter (`manager/runtime.rs`) gives each runtime one entry and tears it down
+//! when the runtime shuts down; everything about what tear-down means is here.
 //!
 //! # Invariants
 //! * An entry goes alive → dead once; callbacks are taken out of it under its lock in the
@@ -21,6 +18,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+use super::panic::panic_message;
 use crate::error::Error;
 use crate::sync::{Arc, AtomicBool, Mutex, Ordering};
 
@@ -140,16 +138,6 @@ impl fmt::Debug for RuntimeEntry {
     }
 }
 
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&'static str>() {
-        (*s).to_owned()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_owned()
-    }
-}
-
 /// A registered teardown callback. Dropping it leaves the callback registered;
 /// [`cancel`](CleanupHandle::cancel) removes it.
 ///
@@ -180,102 +168,6 @@ impl fmt::Debug for CleanupHandle {
             .field("seq", &self.seq)
             .field("runtime_alive", &self.entry.is_alive())
             .finish()
-    }
-}
-
-#[cfg(not(rtlocal_loom))]
-pub(crate) use registry::{entry_for, on_runtime_shutdown, on_runtime_shutdown_for};
-
-#[cfg(not(rtlocal_loom))]
-mod registry {
-    use std::sync::LazyLock;
-
-    use tokio::runtime::{Handle, Id};
-
-    use super::{CleanupHandle, RuntimeEntry};
-    use crate::error::Error;
-    use crate::idmap::IdMap;
-    use crate::sync::Arc;
-
-    static ENTRIES: LazyLock<parking_lot::Mutex<IdMap<Id, Arc<RuntimeEntry>>>> =
-        LazyLock::new(Default::default);
-
-    /// Lives in a never-finishing task on its runtime; dropped when the runtime shuts down.
-    struct Sentinel {
-        id: Id,
-        entry: Arc<RuntimeEntry>,
-    }
-
-    impl Drop for Sentinel {
-        fn drop(&mut self) {
-            tracing::debug!(runtime = %self.id, "runtime torn down; running teardown callbacks");
-            // Unpublish first so a runtime that reuses the id gets a fresh entry.
-            {
-                let mut map = ENTRIES.lock();
-                if map
-                    .get(&self.id)
-                    .is_some_and(|e| Arc::ptr_eq(e, &self.entry))
-                {
-                    map.remove(&self.id);
-                }
-            }
-            self.entry.teardown();
-        }
-    }
-
-    /// The live entry of `handle`'s runtime, creating it (and its sentinel) on first use.
-    pub(crate) fn entry_for(handle: &Handle) -> Result<Arc<RuntimeEntry>, Error> {
-        let id = handle.id();
-        if let Some(e) = ENTRIES.lock().get(&id) {
-            if e.is_alive() {
-                return Ok(Arc::clone(e));
-            }
-        }
-        create(handle, id)
-    }
-
-    #[cold]
-    fn create(handle: &Handle, id: Id) -> Result<Arc<RuntimeEntry>, Error> {
-        let entry = Arc::new(RuntimeEntry::new());
-        let sentinel = Sentinel {
-            id,
-            entry: Arc::clone(&entry),
-        };
-        // Spawned before publishing and without the map lock held: on a runtime that is
-        // already shutting down the future is dropped inside `spawn`, the sentinel tears
-        // the entry down at once (taking the map lock), and we report the runtime gone.
-        drop(handle.spawn(async move {
-            let _sentinel = sentinel;
-            std::future::pending::<()>().await;
-        }));
-        let mut map = ENTRIES.lock();
-        if !entry.is_alive() {
-            return Err(Error::runtime_gone());
-        }
-        match map.get(&id) {
-            // Another thread won the race; its sentinel serves. Ours stays pending and
-            // tears down an empty entry when the runtime ends.
-            Some(existing) if existing.is_alive() => Ok(Arc::clone(existing)),
-            _ => {
-                map.insert(id, Arc::clone(&entry));
-                Ok(entry)
-            }
-        }
-    }
-
-    pub(crate) fn on_runtime_shutdown_for<F>(handle: &Handle, f: F) -> Result<CleanupHandle, Error>
-    where
-        F: FnOnce() + Send + 'static,
-    {
-        RuntimeEntry::register(&entry_for(handle)?, f)
-    }
-
-    pub(crate) fn on_runtime_shutdown<F>(f: F) -> Result<CleanupHandle, Error>
-    where
-        F: FnOnce() + Send + 'static,
-    {
-        let handle = Handle::try_current().map_err(|_| Error::no_runtime())?;
-        on_runtime_shutdown_for(&handle, f)
     }
 }
 

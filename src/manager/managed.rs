@@ -2,9 +2,11 @@
 //! the lifecycle every managed client has (open → closing → closed, requests in flight,
 //! the teardown hook), whatever the client type.
 
+use std::any::Any;
 use std::fmt;
 use std::num::NonZeroU64;
 use std::ops::Deref;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -12,12 +14,12 @@ use std::time::Duration;
 use tokio::runtime::{self, Handle};
 use tokio::sync::Notify;
 
-use crate::factory::ClientFactory;
-use crate::lifecycle::{Lifecycle, Phase};
-use crate::manager::Shared;
-use crate::runtime::CleanupHandle;
-use crate::slot::SlotClient;
-use crate::stats::Counters;
+use super::factory::ClientFactory;
+use super::stats::Counters;
+use super::timer::TokioTimer;
+use crate::lifecycle::{
+    CleanupHandle, CloseOutcome, Lifecycle, Phase, SlotClient, Timer, panic_message,
+};
 
 /// Identifies one client a manager built. Unique for the life of the process.
 ///
@@ -67,7 +69,7 @@ impl fmt::Display for ClientId {
 /// # struct Unit;
 /// # impl rtlocal::ClientFactory for Unit {
 /// #     type Client = ();
-/// #     fn build(&self, _: &tokio::runtime::Handle) -> Result<(), rtlocal::Error> { Ok(()) }
+/// #     async fn build(&self, _: &tokio::runtime::Handle) -> Result<(), rtlocal::Error> { Ok(()) }
 /// # }
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), rtlocal::Error> {
@@ -90,23 +92,12 @@ pub(crate) struct Entry<F: ClientFactory> {
     life: Lifecycle,
     drained: Notify,
     hook: parking_lot::Mutex<Option<CleanupHandle>>,
-    pub(crate) manager: Weak<Shared<F>>,
-    /// The client's own runtime, for closing it gracefully from elsewhere.
-    handle: Handle,
+    /// The manager's shared state, type-erased so this module needs nothing from the
+    /// manager's (the manager downcasts it back to re-route a request).
+    pub(crate) manager: Weak<dyn Any + Send + Sync>,
     pub(crate) counters: Arc<Counters>,
     factory: Arc<F>,
     pub(crate) client: F::Client,
-}
-
-/// The result of closing one client.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct CloseOutcome {
-    /// This call performed the close (it was not already closed).
-    pub(crate) closed_now: bool,
-    /// The deadline passed (requests still in flight, or the factory's close overran).
-    pub(crate) forced: bool,
-    /// How many requests were cut.
-    pub(crate) cut: u64,
 }
 
 /// How a close ends, after the lifecycle says this caller is the one that closes.
@@ -126,7 +117,7 @@ impl<F: ClientFactory> Managed<F> {
     pub(crate) fn new(
         client: F::Client,
         handle: Handle,
-        manager: Weak<Shared<F>>,
+        manager: Weak<dyn Any + Send + Sync>,
         counters: Arc<Counters>,
         factory: Arc<F>,
     ) -> Self {
@@ -138,7 +129,6 @@ impl<F: ClientFactory> Managed<F> {
             drained: Notify::new(),
             hook: parking_lot::Mutex::new(None),
             manager,
-            handle,
             counters,
             factory,
             client,
@@ -185,7 +175,7 @@ impl<F: ClientFactory> Managed<F> {
     /// # struct Unit;
     /// # impl rtlocal::ClientFactory for Unit {
     /// #     type Client = ();
-    /// #     fn build(&self, _: &tokio::runtime::Handle) -> Result<(), rtlocal::Error> { Ok(()) }
+    /// #     async fn build(&self, _: &tokio::runtime::Handle) -> Result<(), rtlocal::Error> { Ok(()) }
     /// # }
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), rtlocal::Error> {
@@ -204,27 +194,22 @@ impl<F: ClientFactory> Managed<F> {
 
     /// Closes this client: no new requests, in-flight ones may finish until `timeout`,
     /// then the factory's close (for what is left of `timeout`); past the deadline the
-    /// close is forced.
+    /// close is forced. Works from any thread and any executor (the deadline is the
+    /// closer's timer).
     pub(crate) async fn close_graceful(&self, timeout: Duration) -> CloseOutcome {
         let inner = &self.inner;
         inner.life.begin_close();
         if inner.life.phase() == Phase::Closed {
             return CloseOutcome::default();
         }
-        let start = tokio::time::Instant::now();
-        let Some(deadline) = start.checked_add(timeout) else {
-            // No deadline worth the name (e.g. `Duration::MAX`).
-            inner.wait_drained().await;
-            inner.factory.close(&inner.client).await;
-            return inner.outcome(inner.shut("closed", Finish::Graceful), false);
-        };
-        let drained = tokio::time::timeout_at(deadline, inner.wait_drained())
-            .await
-            .is_ok();
+        let timer = TokioTimer;
+        let deadline = timer.after(timeout);
+        let drained = timer.until(deadline, inner.wait_drained()).await.is_some();
         let finished = drained
-            && tokio::time::timeout_at(deadline, inner.factory.close(&inner.client))
+            && timer
+                .until(deadline, inner.factory.close(&inner.client))
                 .await
-                .is_ok();
+                .is_some();
         if finished {
             inner.outcome(inner.shut("closed", Finish::Graceful), false)
         } else {
@@ -240,17 +225,6 @@ impl<F: ClientFactory> Managed<F> {
     /// Closes at once, cutting whatever is in flight. Returns whether this call closed it.
     pub(crate) fn close_now(&self, why: &'static str) -> bool {
         self.inner.shut(why, Finish::Abort).0
-    }
-
-    /// Closes gracefully on the client's own runtime, in the background (for a thread
-    /// that exits while requests of its client may still be in flight elsewhere). If that
-    /// runtime is gone, the task is dropped at once, and with it this handle.
-    pub(crate) fn close_in_background(self, timeout: Duration) {
-        self.begin_close();
-        let handle = self.inner.handle.clone();
-        drop(handle.spawn(async move {
-            self.close_graceful(timeout).await;
-        }));
     }
 
     /// Releases the client from its runtime's teardown: the runtime is dropping every
@@ -273,8 +247,8 @@ impl<F: ClientFactory> Managed<F> {
     /// Whether this client was built by the manager whose shared state is at `ptr`.
     /// (Its `Weak` keeps that allocation from being reused while the client exists.)
     #[inline]
-    pub(crate) fn belongs_to(&self, ptr: *const Shared<F>) -> bool {
-        std::ptr::eq(self.inner.manager.as_ptr(), ptr)
+    pub(crate) fn belongs_to(&self, ptr: *const ()) -> bool {
+        std::ptr::eq(self.inner.manager.as_ptr().cast::<()>(), ptr)
     }
 
     /// Requests in flight now.
@@ -338,10 +312,19 @@ impl<F: ClientFactory> Entry<F> {
         if !first {
             return (false, 0);
         }
-        match finish {
+        // The factory's code is the user's: a panic in it must not escape into a runtime's
+        // teardown, a close_all, or whichever thread dropped the last handle.
+        let let_go = catch_unwind(AssertUnwindSafe(|| match finish {
             Finish::Graceful => {}
             Finish::Abort | Finish::Deadline => self.factory.abort(&self.client),
             Finish::RuntimeGone => self.factory.release(&self.client),
+        }));
+        if let Err(panic) = let_go {
+            tracing::error!(
+                client = %self.id,
+                panic = %panic_message(&*panic),
+                "the client factory's abort or release panicked; the client counts as closed"
+            );
         }
         if let Some(hook) = self.hook.lock().take() {
             hook.cancel();
@@ -399,8 +382,8 @@ impl<F: ClientFactory> SlotClient for Managed<F> {
         Managed::begin_close(self);
     }
 
-    fn force_close(&self) {
-        self.close_now("force-closed");
+    fn force_close(&self) -> bool {
+        self.close_now("force-closed")
     }
 }
 
@@ -422,7 +405,7 @@ impl<F: ClientFactory> fmt::Debug for Managed<F> {
 /// # struct Unit;
 /// # impl rtlocal::ClientFactory for Unit {
 /// #     type Client = ();
-/// #     fn build(&self, _: &tokio::runtime::Handle) -> Result<(), rtlocal::Error> { Ok(()) }
+/// #     async fn build(&self, _: &tokio::runtime::Handle) -> Result<(), rtlocal::Error> { Ok(()) }
 /// # }
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), rtlocal::Error> {

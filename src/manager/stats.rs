@@ -52,8 +52,8 @@ impl Counters {
         let created = get(&self.clients_created);
         let opened = get(&self.connections_opened);
         let started = get(&self.requests_started);
-        let cb_run = crate::runtime::counters::RUN.load(Ordering::Acquire);
-        let cb_panicked = crate::runtime::counters::PANICKED.load(Ordering::Acquire);
+        let cb_run = crate::lifecycle::registry::counters::RUN.load(Ordering::Acquire);
+        let cb_panicked = crate::lifecycle::registry::counters::PANICKED.load(Ordering::Acquire);
         Stats {
             clients_created: created,
             clients_replaced: replaced,
@@ -66,7 +66,8 @@ impl Counters {
             requests_started: started,
             requests_in_flight: in_flight.min(started),
             requests_failed: failed.min(started),
-            callbacks_registered: crate::runtime::counters::REGISTERED.load(Ordering::Acquire),
+            callbacks_registered: crate::lifecycle::registry::counters::REGISTERED
+                .load(Ordering::Acquire),
             callbacks_run: cb_run,
             callbacks_panicked: cb_panicked,
             thread_slots,

@@ -1,0 +1,89 @@
+//! [`Completion`]: a one-shot result many callers wait on — how the waiters of a
+//! replacement learn its outcome the moment its leader finishes, fails or gives up.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use crate::sync::{Arc, Mutex};
+
+/// A one-shot, multi-waiter result: the leader completes it once, every waiter gets
+/// a clone.
+#[doc(hidden)]
+pub struct Completion<T> {
+    state: Mutex<CompletionState<T>>,
+}
+
+enum CompletionState<T> {
+    Pending(Vec<Waker>),
+    Done(T),
+}
+
+impl<T: Clone> Completion<T> {
+    pub(crate) fn new() -> Self {
+        Completion {
+            state: Mutex::new(CompletionState::Pending(Vec::new())),
+        }
+    }
+
+    /// Sets the value (the first one wins) and wakes every waiter.
+    pub fn complete(&self, value: T) {
+        let wakers = {
+            let mut st = self.state.lock();
+            match &mut *st {
+                CompletionState::Done(_) => return,
+                CompletionState::Pending(w) => {
+                    let wakers = std::mem::take(w);
+                    *st = CompletionState::Done(value);
+                    wakers
+                }
+            }
+        };
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    /// Waits for the value.
+    pub fn wait(this: Arc<Self>) -> Wait<T> {
+        Wait { completion: this }
+    }
+}
+
+impl<T> fmt::Debug for Completion<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let done = matches!(&*self.state.lock(), CompletionState::Done(_));
+        f.debug_struct("Completion").field("done", &done).finish()
+    }
+}
+
+/// Future returned by [`Completion::wait`].
+#[doc(hidden)]
+#[must_use = "futures do nothing unless polled"]
+pub struct Wait<T> {
+    completion: Arc<Completion<T>>,
+}
+
+impl<T: Clone> Future for Wait<T> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let mut st = self.completion.state.lock();
+        match &mut *st {
+            CompletionState::Done(v) => Poll::Ready(v.clone()),
+            CompletionState::Pending(wakers) => {
+                if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                    wakers.push(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<T> fmt::Debug for Wait<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Wait").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,133 @@
+//! Retire-all: `close_all` and `shutdown`, written once for every driver; and the close
+//! of one retired client (a thread's exit hands its client's close to the closer).
+//!
+//! Every slot's client is marked closing first, so all drain together against one
+//! deadline. Each slot is released the moment its own client is closed: a caller waiting
+//! on its slot never waits for another slot's drain. A slot caught mid-replacement (or
+//! mid-retirement by someone else) is waited for within the deadline and then retired; at
+//! the deadline it is force-cleared. A panicking close is recorded; the rest still close.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+
+use super::acquire::close_isolated;
+use super::completion::Completion;
+use super::driver::{CloseOutcome, Driver, Timer};
+use super::slot::{Retire, RetireLease, Slot};
+use crate::error::{Error, Kind};
+use crate::sync::Arc;
+
+/// What a retire-all did.
+#[doc(hidden)]
+#[derive(Debug, Default)]
+#[must_use]
+pub struct Retired {
+    /// Clients this call closed.
+    pub closed: usize,
+    /// Of those, closes forced at the deadline.
+    pub forced: usize,
+    /// Requests cut by forced closes.
+    pub in_flight_cut: u64,
+    /// Slots found mid-replacement or mid-retirement and waited for.
+    pub waited_for_replacement: usize,
+    /// Closes that panicked (the client was force-closed anyway).
+    pub failed: Vec<Error>,
+}
+
+impl Retired {
+    fn add(&mut self, other: Retired) {
+        self.closed += other.closed;
+        self.forced += other.forced;
+        self.in_flight_cut += other.in_flight_cut;
+        self.waited_for_replacement += other.waited_for_replacement;
+        self.failed.extend(other.failed);
+    }
+
+    fn count(&mut self, closed: Result<CloseOutcome, String>) {
+        match closed {
+            Ok(outcome) => {
+                if outcome.closed_now {
+                    self.closed += 1;
+                }
+                if outcome.forced {
+                    self.forced += 1;
+                    self.in_flight_cut += outcome.cut;
+                }
+            }
+            Err(msg) => self.failed.push(Error::with_detail(
+                Kind::Closed,
+                format!("closing a client panicked ({msg}); it was force-closed"),
+            )),
+        }
+    }
+}
+
+/// Closes every client in `slots` within `timeout`. See the module docs.
+pub async fn retire_all<D: Driver>(
+    driver: &D,
+    slots: Vec<Arc<Slot<D::Client, D::Key>>>,
+    timeout: Duration,
+) -> Retired {
+    let deadline = driver.timer().after(timeout);
+    // Every slot is retired (its client marked closing) before anything is awaited.
+    let first: Vec<_> = slots.into_iter().map(|s| (s.retire(), s)).collect();
+    let mut each: FuturesUnordered<_> = first
+        .into_iter()
+        .map(|(step, slot)| retire_slot(driver, slot, step, deadline))
+        .collect();
+    let mut report = Retired::default();
+    // FuturesUnordered polls only the futures that were woken: linear in the slots.
+    while let Some(done) = each.next().await {
+        report.add(done);
+    }
+    report
+}
+
+async fn retire_slot<D: Driver>(
+    driver: &D,
+    slot: Arc<Slot<D::Client, D::Key>>,
+    mut step: Retire<D::Client, D::Key>,
+    deadline: <D::Timer as Timer>::Deadline,
+) -> Retired {
+    let timer = driver.timer();
+    let mut report = Retired::default();
+    loop {
+        match step {
+            Retire::Empty => return report,
+            Retire::Lease(lease) => {
+                let budget = timer.remaining(deadline).max(Duration::from_millis(1));
+                report.count(close_retired(driver, lease, budget).await);
+                return report;
+            }
+            Retire::Busy(done) => {
+                report.waited_for_replacement += 1;
+                if timer
+                    .until(deadline, Completion::wait(done))
+                    .await
+                    .is_none()
+                {
+                    // Its leader is stuck (e.g. on a runtime nobody drives).
+                    if slot.force_clear() {
+                        report.closed += 1;
+                        report.forced += 1;
+                    }
+                    return report;
+                }
+                step = slot.retire();
+            }
+        }
+    }
+}
+
+/// Closes a retired client within `budget` and ends its retirement.
+pub async fn close_retired<D: Driver>(
+    driver: &D,
+    lease: RetireLease<D::Client, D::Key>,
+    budget: Duration,
+) -> Result<CloseOutcome, String> {
+    let closed = close_isolated(driver, lease.client(), budget).await;
+    lease.finish();
+    closed
+}

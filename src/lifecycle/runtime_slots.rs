@@ -1,0 +1,133 @@
+//! Per-runtime sharing: one slot per live runtime, made on first use and removed by that
+//! runtime's teardown, so the map is bounded by the runtimes alive.
+//!
+//! # Lock order
+//! The map lock is never held while a callback is registered or a slot is used: a slot is
+//! looked up under the map lock, the lock is released, then the slot is used. Teardown
+//! runs callbacks outside the entry lock; the removal callback takes only the map lock.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::Hash;
+
+use super::registry::RuntimeEntry;
+use crate::error::Error;
+use crate::sync::{Arc, Mutex};
+
+/// See the module docs.
+#[doc(hidden)]
+pub struct RuntimeSlots<I, S> {
+    map: Mutex<HashMap<I, Entry<S>>>,
+}
+
+/// A runtime's slot and the runtime instance it is for (ids are reused).
+struct Entry<S> {
+    runtime: Arc<RuntimeEntry>,
+    slot: Arc<S>,
+}
+
+/// Where [`RuntimeSlots::get_or_insert`] found the slot.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// The runtime already had one.
+    Existing,
+    /// This call made it.
+    Inserted,
+    /// Another thread of the runtime made it while this call was making its own.
+    LostRace,
+}
+
+impl<I, S> RuntimeSlots<I, S>
+where
+    I: Copy + Eq + Hash + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+{
+    /// An empty map.
+    pub fn new() -> Self {
+        RuntimeSlots {
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The slot of runtime `id` (the instance `runtime`), made with `make` on first use.
+    ///
+    /// # Errors
+    /// [`Error::is_runtime_gone`] when the runtime's teardown has begun: no slot is
+    /// made for a runtime that could never remove it again.
+    pub fn get_or_insert(
+        this: &Arc<Self>,
+        id: I,
+        runtime: &Arc<RuntimeEntry>,
+        make: impl FnOnce() -> S,
+    ) -> Result<(Arc<S>, Found), Error> {
+        if let Some(slot) = this.live(id, runtime) {
+            return Ok((slot, Found::Existing));
+        }
+        let slot = Arc::new(make());
+        let (map, ours) = (Arc::clone(this), Arc::clone(&slot));
+        // Registered before the slot is published: a runtime already gone fails here.
+        // The teardown runs after the clients' own release callbacks (newest first), so
+        // the slot is empty by then.
+        let hook = RuntimeEntry::register(runtime, move || map.remove_slot(id, &ours))?;
+        let mut map = this.map.lock();
+        if let Some(e) = map.get(&id) {
+            if Arc::ptr_eq(&e.runtime, runtime) {
+                // Another thread of this runtime won the race; its slot serves.
+                let theirs = Arc::clone(&e.slot);
+                drop(map);
+                // Ours was never published: nothing for its callback to remove.
+                let _ = hook.cancel();
+                return Ok((theirs, Found::LostRace));
+            }
+        }
+        // Empty, or a dead runtime's slot under a reused id (its clients were released
+        // by that runtime's teardown).
+        map.insert(
+            id,
+            Entry {
+                runtime: Arc::clone(runtime),
+                slot: Arc::clone(&slot),
+            },
+        );
+        Ok((slot, Found::Inserted))
+    }
+
+    /// The slot of the live runtime instance `runtime`, if it has one.
+    fn live(&self, id: I, runtime: &Arc<RuntimeEntry>) -> Option<Arc<S>> {
+        let map = self.map.lock();
+        let e = map.get(&id)?;
+        Arc::ptr_eq(&e.runtime, runtime).then(|| Arc::clone(&e.slot))
+    }
+
+    /// Removes `slot` if it is still the one stored for `id`.
+    fn remove_slot(&self, id: I, slot: &Arc<S>) {
+        let mut map = self.map.lock();
+        if map.get(&id).is_some_and(|e| Arc::ptr_eq(&e.slot, slot)) {
+            map.remove(&id);
+        }
+    }
+
+    /// Every runtime's slot.
+    pub fn slots(&self) -> Vec<Arc<S>> {
+        self.map
+            .lock()
+            .values()
+            .map(|e| Arc::clone(&e.slot))
+            .collect()
+    }
+
+    /// How many runtimes have a slot.
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+}
+
+impl<I, S> fmt::Debug for RuntimeSlots<I, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RuntimeSlots")
+            .field("runtimes", &self.map.lock().len())
+            .finish()
+    }
+}

@@ -1,0 +1,538 @@
+//! A slot: the state machine that hands out, replaces and retires one client.
+//!
+//! ```text
+//!             acquire (no match)         reset             publish
+//!   Empty ─────────────────────▶ Replacing{stale} ──▶ Replacing{} ──▶ Ready
+//!   Ready(stale) ──────────────▶    │  (closing)       (building)  │
+//!                                   └── cancelled / failed / superseded ──▶ Empty
+//!   Ready ── retire (close_all, shutdown, thread exit) ──▶ Retiring{client} ── finish ──▶ Empty
+//! ```
+//!
+//! # Invariants
+//! 1. At most one leader per replacement: only the caller that moved the slot into
+//!    `Replacing` holds its [`Lease`]; callers with the same binding wait on its
+//!    [`Completion`], which the leader completes on every path (published, failed,
+//!    cancelled, superseded).
+//! 2. The stale client is closed *before* the slot is reset ([`Lease::reset`] force-closes
+//!    whatever the graceful close left), and the new client is built after the reset,
+//!    outside the lock, and published under it.
+//! 3. A client never goes back into `Ready` once it left it: every path that takes a
+//!    client out of `Ready` marks it closing (or closes it) under the slot lock. So an open
+//!    client handed out for a binding is still that binding's published client — the hot
+//!    cache relies on this.
+//! 4. A client leaves the slot only once it is closed, or into the hands of a lease that
+//!    closes it on every path (a dropped lease force-closes). So every client a manager
+//!    built is reachable through its slots until it is closed, except a retiring client
+//!    whose slot a new caller took over (its retirer holds it and closes it, bounded).
+//! 5. A retirement never makes a caller wait: the caller may hold the very request the
+//!    retirement drains (an unread response body), so it leads a fresh build at once.
+//! 6. No publish once the [`ShutdownGate`] is closed: the gate is checked under the slot
+//!    lock, and a client built for a refused publish is force-closed.
+//!
+//! The module knows nothing of tokio or hyper, so loom models it exactly as it runs.
+
+use std::fmt;
+
+use super::completion::Completion;
+use super::driver::{BindingKey, SlotClient};
+use super::gate::ShutdownGate;
+use crate::error::Error;
+use crate::sync::{Arc, Mutex, MutexGuard};
+
+/// How a replacement ended, as seen by the callers waiting on it.
+#[doc(hidden)]
+#[derive(Clone, Debug)]
+pub enum Outcome<C> {
+    /// The new client.
+    Ready(C),
+    /// Building the new client failed (or timed out, or panicked).
+    Failed(Error),
+    /// The replacement was abandoned or superseded: ask the slot again.
+    Retry,
+}
+
+type Done<C> = Arc<Completion<Outcome<C>>>;
+
+/// One thread's (or one runtime's) slot.
+#[doc(hidden)]
+pub struct Slot<C, K> {
+    state: Mutex<State<C, K>>,
+}
+
+enum State<C, K> {
+    Empty,
+    Ready {
+        client: C,
+        key: K,
+    },
+    /// A leader is closing `stale` (while `Some`), then building.
+    Replacing {
+        key: K,
+        stale: Option<C>,
+        done: Done<C>,
+    },
+    /// `close_all`, `shutdown` or a thread's exit is closing `client`.
+    Retiring {
+        client: C,
+        key: K,
+        done: Done<C>,
+    },
+}
+
+/// What [`Slot::acquire`] tells the caller to do.
+#[doc(hidden)]
+pub enum Acquire<C: SlotClient, K: BindingKey> {
+    /// The slot's client matches: use it.
+    Hit(C),
+    /// The caller leads a replacement: close [`Lease::stale`] if any, [`Lease::reset`],
+    /// build, publish.
+    Lead(Lease<C, K>),
+    /// Another caller leads a replacement for the same binding: await this.
+    Wait(Done<C>),
+}
+
+/// What [`Slot::retire`] found.
+#[doc(hidden)]
+pub enum Retire<C: SlotClient, K: BindingKey> {
+    /// Close the lease's client, then [`RetireLease::finish`].
+    Lease(RetireLease<C, K>),
+    /// A replacement or another retirement is under way; await it and retire again.
+    Busy(Done<C>),
+    /// Nothing to close.
+    Empty,
+}
+
+/// Why [`Lease::reset`] did not hand over the right to build.
+#[doc(hidden)]
+#[derive(Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Reset {
+    /// Another caller took the replacement over (its stale client force-closed): ask again.
+    Superseded,
+}
+
+/// What [`Building::publish`] did.
+#[doc(hidden)]
+#[derive(Debug)]
+#[must_use]
+pub enum Publish<C> {
+    /// Published: the slot's client, handed to every waiter too.
+    Published(C),
+    /// The shutdown gate was closed: the client was force-closed and waiters failed.
+    ShutDown,
+    /// Another caller took the slot over while we built: the client was force-closed.
+    Superseded,
+}
+
+impl<C: SlotClient, K: BindingKey> Slot<C, K> {
+    /// An empty slot.
+    pub fn new() -> Self {
+        Slot {
+            state: Mutex::new(State::Empty),
+        }
+    }
+
+    /// The fast path: the current client and its binding, if they match `probe` and
+    /// the client is open.
+    #[inline]
+    pub fn try_hit(&self, probe: &K::Probe) -> Option<(C, K)> {
+        match &*self.state.lock() {
+            State::Ready { client, key } if key.matches(probe) && client.is_open() => {
+                Some((client.clone(), key.clone()))
+            }
+            _ => None,
+        }
+    }
+
+    /// The slow path: decide whether the caller uses, waits for, or builds the client
+    /// for binding `key`.
+    #[cold]
+    pub fn acquire(self: &Arc<Self>, key: K) -> Acquire<C, K> {
+        let st = self.state.lock();
+        match &*st {
+            State::Ready { client, key: k } if k.same_binding(&key) && client.is_open() => {
+                return Acquire::Hit(client.clone());
+            }
+            State::Replacing { key: k, done, .. } if k.same_binding(&key) => {
+                return Acquire::Wait(Arc::clone(done));
+            }
+            _ => {}
+        }
+        self.lead(st, key)
+    }
+
+    /// Like [`acquire`](Self::acquire), but never waits: a replacement under way —
+    /// whatever its binding — is superseded (its stale client force-closed, its waiters
+    /// told to retry). For a waiter whose wait outlasted the leader's whole budget.
+    #[cold]
+    pub fn take_over(self: &Arc<Self>, key: K) -> Acquire<C, K> {
+        let st = self.state.lock();
+        if let State::Ready { client, key: k } = &*st {
+            if k.same_binding(&key) && client.is_open() {
+                return Acquire::Hit(client.clone());
+            }
+        }
+        self.lead(st, key)
+    }
+
+    /// Makes the caller the leader of a replacement for `key`.
+    fn lead(self: &Arc<Self>, mut st: MutexGuard<'_, State<C, K>>, key: K) -> Acquire<C, K> {
+        let mut superseded = None;
+        let stale = match std::mem::replace(&mut *st, State::Empty) {
+            State::Empty => None,
+            State::Ready { client, .. } => {
+                // Invariant 3: out of `Ready`, so closing.
+                client.begin_close();
+                Some(client)
+            }
+            State::Replacing { stale, done, .. } => {
+                // Its leader may be parked on a runtime nobody drives: do not wait for it.
+                if let Some(s) = &stale {
+                    s.force_close();
+                }
+                superseded = Some(done);
+                None
+            }
+            // Invariant 5: the retirer keeps its client and closes it; we build anew.
+            State::Retiring { .. } => None,
+        };
+        let done = Arc::new(Completion::new());
+        *st = State::Replacing {
+            key,
+            stale: stale.clone(),
+            done: Arc::clone(&done),
+        };
+        drop(st);
+        if let Some(old) = superseded {
+            old.complete(Outcome::Retry);
+        }
+        Acquire::Lead(Lease {
+            slot: Arc::clone(self),
+            done,
+            stale,
+            finished: false,
+        })
+    }
+
+    /// Begins retiring the current client (for `close_all` and `shutdown`): on
+    /// [`Retire::Lease`] the caller closes [`RetireLease::client`] and then calls
+    /// [`RetireLease::finish`]; on [`Retire::Busy`] something is under way: wait for it
+    /// and ask again.
+    pub fn retire(self: &Arc<Self>) -> Retire<C, K> {
+        self.retire_if(|_, _| true)
+    }
+
+    /// [`retire`](Self::retire) if `pred` selects the ready client (a thread's exit
+    /// retires only that thread's client); [`Retire::Empty`] otherwise.
+    pub fn retire_if(self: &Arc<Self>, pred: impl Fn(&C, &K) -> bool) -> Retire<C, K> {
+        let mut st = self.state.lock();
+        match &*st {
+            State::Ready { client, key } if pred(client, key) => {}
+            State::Replacing { done, .. } | State::Retiring { done, .. } => {
+                return Retire::Busy(Arc::clone(done));
+            }
+            _ => return Retire::Empty,
+        }
+        let State::Ready { client, key } = std::mem::replace(&mut *st, State::Empty) else {
+            unreachable!("matched Ready above, under the same lock");
+        };
+        // Invariant 3.
+        client.begin_close();
+        let done = Arc::new(Completion::new());
+        *st = State::Retiring {
+            client: client.clone(),
+            key,
+            done: Arc::clone(&done),
+        };
+        Retire::Lease(RetireLease {
+            slot: Arc::clone(self),
+            done,
+            client,
+            finished: false,
+        })
+    }
+
+    /// Force-closes whatever client the slot holds (ready, stale, or retiring), empties
+    /// it and tells waiters to retry. For a shutdown whose deadline passed while a
+    /// replacement or retirement was stuck. Returns whether a client was closed by this
+    /// call.
+    pub fn force_clear(&self) -> bool {
+        let mut st = self.state.lock();
+        let (closed, done) = match std::mem::replace(&mut *st, State::Empty) {
+            State::Empty => (false, None),
+            State::Ready { client, .. } => (client.force_close(), None),
+            State::Replacing { stale, done, .. } => {
+                (stale.is_some_and(|s| s.force_close()), Some(done))
+            }
+            State::Retiring { client, done, .. } => (client.force_close(), Some(done)),
+        };
+        drop(st);
+        if let Some(done) = done {
+            done.complete(Outcome::Retry);
+        }
+        closed
+    }
+
+    /// Force-closes the client `pred` selects (runtime teardown): a ready one is dropped
+    /// from the slot; a stale or retiring one is closed in place and its lease finds it
+    /// closed. Returns whether anything was closed by this call.
+    pub fn clear_if(&self, pred: impl Fn(&C, &K) -> bool) -> bool {
+        let mut st = self.state.lock();
+        match &*st {
+            State::Ready { client, key } if pred(client, key) => {
+                let closed = client.force_close();
+                *st = State::Empty;
+                closed
+            }
+            State::Replacing {
+                stale: Some(s),
+                key,
+                ..
+            } if pred(s, key) => s.force_close(),
+            State::Retiring { client, key, .. } if pred(client, key) => client.force_close(),
+            _ => false,
+        }
+    }
+
+    fn describe(&self) -> &'static str {
+        match &*self.state.lock() {
+            State::Empty => "empty",
+            State::Ready { .. } => "ready",
+            State::Replacing { stale: Some(_), .. } => "replacing (closing the stale client)",
+            State::Replacing { stale: None, .. } => "replacing (building)",
+            State::Retiring { .. } => "retiring",
+        }
+    }
+
+    /// Under the lock: is the slot still in the replacement or retirement `done` marks?
+    fn is_ours(st: &State<C, K>, done: &Done<C>) -> bool {
+        match st {
+            State::Replacing { done: d, .. } | State::Retiring { done: d, .. } => {
+                Arc::ptr_eq(d, done)
+            }
+            _ => false,
+        }
+    }
+
+    /// Empties the slot if it is still in `done`'s replacement or retirement, then
+    /// completes `done` with `outcome` (always: a superseded `done` was completed
+    /// already, and a second completion is ignored).
+    fn end(&self, done: &Done<C>, outcome: Outcome<C>) {
+        let mut st = self.state.lock();
+        if Self::is_ours(&st, done) {
+            if let State::Replacing { stale: Some(s), .. } = &*st {
+                s.force_close();
+            }
+            *st = State::Empty;
+        }
+        drop(st);
+        done.complete(outcome);
+    }
+}
+
+impl<C: SlotClient, K: BindingKey> Default for Slot<C, K> {
+    fn default() -> Self {
+        Slot::new()
+    }
+}
+
+impl<C: SlotClient, K: BindingKey> fmt::Debug for Slot<C, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Slot")
+            .field("state", &self.describe())
+            .finish()
+    }
+}
+
+/// The right to lead one replacement of a slot: close the stale client, then
+/// [`reset`](Lease::reset).
+///
+/// Dropping it unfinished (the leader's future was cancelled, or it panicked)
+/// force-closes the stale client, empties the slot and tells the waiters to retry.
+#[doc(hidden)]
+#[must_use = "a lease that is dropped force-closes the stale client and empties the slot"]
+pub struct Lease<C: SlotClient, K: BindingKey> {
+    slot: Arc<Slot<C, K>>,
+    done: Done<C>,
+    stale: Option<C>,
+    finished: bool,
+}
+
+impl<C: SlotClient, K: BindingKey> Lease<C, K> {
+    /// The client being replaced, which the leader closes before [`reset`](Self::reset).
+    pub fn stale(&self) -> Option<&C> {
+        self.stale.as_ref()
+    }
+
+    /// Resets the slot (drops the stale client from it, force-closing whatever its
+    /// graceful close left open) and hands over the right to build and publish.
+    pub fn reset(mut self) -> Result<Building<C, K>, Reset> {
+        self.finished = true;
+        let mut st = self.slot.state.lock();
+        if !Slot::is_ours(&st, &self.done) {
+            return Err(Reset::Superseded);
+        }
+        if let State::Replacing { stale, .. } = &mut *st {
+            if let Some(s) = stale.take() {
+                // Invariant 2: closed before the reset, whatever the graceful close did.
+                s.force_close();
+            }
+        }
+        drop(st);
+        Ok(Building {
+            slot: Arc::clone(&self.slot),
+            done: Arc::clone(&self.done),
+            finished: false,
+        })
+    }
+}
+
+impl<C: SlotClient, K: BindingKey> Drop for Lease<C, K> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.slot.end(&self.done, Outcome::Retry);
+        }
+    }
+}
+
+impl<C: SlotClient, K: BindingKey> fmt::Debug for Lease<C, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease")
+            .field("has_stale", &self.stale.is_some())
+            .field("finished", &self.finished)
+            .finish()
+    }
+}
+
+/// The right to publish the client a leader builds after [`Lease::reset`].
+///
+/// Dropping it unpublished (the build was cancelled) empties the slot and tells the
+/// waiters to retry.
+#[doc(hidden)]
+#[must_use = "a build right that is dropped empties the slot and sends the waiters to retry"]
+pub struct Building<C: SlotClient, K: BindingKey> {
+    slot: Arc<Slot<C, K>>,
+    done: Done<C>,
+    finished: bool,
+}
+
+impl<C: SlotClient, K: BindingKey> Building<C, K> {
+    /// Publishes `client` and hands it to every waiter — unless the gate closed or the
+    /// slot was taken over meanwhile, in which case `client` is force-closed (it is never
+    /// left unreachable).
+    pub fn publish(mut self, client: C, gate: &ShutdownGate) -> Publish<C> {
+        self.finished = true;
+        let mut st = self.slot.state.lock();
+        let key = match std::mem::replace(&mut *st, State::Empty) {
+            State::Replacing { key, done, .. } if Arc::ptr_eq(&done, &self.done) => key,
+            other => {
+                *st = other;
+                drop(st);
+                client.force_close();
+                self.done.complete(Outcome::Retry);
+                return Publish::Superseded;
+            }
+        };
+        // Invariant 6, under the slot lock.
+        if !gate.admits() {
+            drop(st);
+            client.force_close();
+            self.done.complete(Outcome::Failed(Error::shut_down()));
+            return Publish::ShutDown;
+        }
+        *st = State::Ready {
+            client: client.clone(),
+            key,
+        };
+        drop(st);
+        self.done.complete(Outcome::Ready(client.clone()));
+        Publish::Published(client)
+    }
+
+    /// The build failed: empties the slot and fails every waiter with `error`.
+    pub fn fail(mut self, error: Error) {
+        self.finished = true;
+        self.slot.end(&self.done, Outcome::Failed(error));
+    }
+}
+
+impl<C: SlotClient, K: BindingKey> Drop for Building<C, K> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.slot.end(&self.done, Outcome::Retry);
+        }
+    }
+}
+
+impl<C: SlotClient, K: BindingKey> fmt::Debug for Building<C, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Building")
+            .field("finished", &self.finished)
+            .finish()
+    }
+}
+
+/// The right to finish one retirement: close [`client`](RetireLease::client), then
+/// [`finish`](RetireLease::finish). Owned, so a retirement can be handed to another
+/// thread (a thread that exits hands its client's close to the closer).
+///
+/// Dropping it unfinished force-closes the client and empties the slot.
+#[doc(hidden)]
+#[must_use = "a retirement that is dropped force-closes its client"]
+pub struct RetireLease<C: SlotClient, K: BindingKey> {
+    slot: Arc<Slot<C, K>>,
+    done: Done<C>,
+    client: C,
+    finished: bool,
+}
+
+impl<C: SlotClient, K: BindingKey> RetireLease<C, K> {
+    /// The client being retired: already closing (no new requests).
+    pub fn client(&self) -> &C {
+        &self.client
+    }
+
+    /// Ends the retirement once the client's close has finished: empties the slot (if it
+    /// is still ours) and tells waiters to retry.
+    pub fn finish(mut self) {
+        self.finished = true;
+        self.slot.end(&self.done, Outcome::Retry);
+    }
+}
+
+impl<C: SlotClient, K: BindingKey> Drop for RetireLease<C, K> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.client.force_close();
+            self.slot.end(&self.done, Outcome::Retry);
+        }
+    }
+}
+
+impl<C: SlotClient, K: BindingKey> fmt::Debug for RetireLease<C, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetireLease")
+            .field("finished", &self.finished)
+            .finish()
+    }
+}
+
+impl<C: SlotClient, K: BindingKey> fmt::Debug for Acquire<C, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Acquire::Hit(_) => "Acquire::Hit",
+            Acquire::Lead(_) => "Acquire::Lead",
+            Acquire::Wait(_) => "Acquire::Wait",
+        })
+    }
+}
+
+impl<C: SlotClient, K: BindingKey> fmt::Debug for Retire<C, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Retire::Lease(_) => "Retire::Lease",
+            Retire::Busy(_) => "Retire::Busy",
+            Retire::Empty => "Retire::Empty",
+        })
+    }
+}
