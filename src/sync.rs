@@ -10,8 +10,13 @@
 
 #[cfg(not(rtlocal_loom))]
 mod imp {
-    pub(crate) use std::sync::Arc;
     pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
+    pub(crate) use std::sync::{Arc, Weak};
+
+    /// A weak reference to `a`.
+    pub(crate) fn downgrade<T>(a: &Arc<T>) -> Weak<T> {
+        Arc::downgrade(a)
+    }
 
     /// A mutex whose `lock` never fails (no poisoning), with the same API under loom.
     #[derive(Debug, Default)]
@@ -35,6 +40,22 @@ mod imp {
 mod imp {
     pub(crate) use loom::sync::Arc;
     pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
+
+    /// loom 0.7 has no `Weak`: under loom a weak reference is a strong one whose
+    /// `upgrade` always succeeds. The models therefore never see a failed upgrade (the
+    /// referent being gone), and a cycle through one shows up as a leak.
+    pub(crate) struct Weak<T>(Arc<T>);
+
+    impl<T> Weak<T> {
+        pub(crate) fn upgrade(&self) -> Option<Arc<T>> {
+            Some(Arc::clone(&self.0))
+        }
+    }
+
+    /// A "weak" reference to `a` (see [`Weak`]).
+    pub(crate) fn downgrade<T>(a: &Arc<T>) -> Weak<T> {
+        Weak(Arc::clone(a))
+    }
 
     /// loom's mutex behind the same never-failing `lock` as the production one.
     #[derive(Debug)]

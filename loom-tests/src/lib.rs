@@ -1,17 +1,23 @@
-//! Loom models of rtlocal's lifecycle code. Everything here compiles to nothing unless
-//! built with `--cfg rtlocal_loom` (see `run.sh`), which swaps the crate's `sync` shim
-//! for loom's primitives: the models drive the production `Slot`, `RuntimeEntry` and
-//! `Lifecycle`, with a small fake client in place of hyper-util.
+//! Loom models of rtlocal's lifecycle core. Everything here compiles to nothing unless
+//! built with `--cfg rtlocal_loom` (see `run.sh`), which swaps the crate's `sync` shim for
+//! loom's primitives. The models call the production orchestration — `acquire`,
+//! `retire_all`, `close_retired`, the `Slot` state machine, `ShutdownGate`, `RuntimeSlots`,
+//! `RuntimeEntry`, `HotEntry`, `Lifecycle` — exactly as the tokio adapter does, through a
+//! fake [`Driver`] whose client is the production `Lifecycle`. No model carries its own
+//! copy of a manager loop.
 
 #![cfg(rtlocal_loom)]
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use loom::sync::{Arc, Mutex};
 
-use rtlocal::__loom::{
-    Acquire, BindingKey, Completion, Lifecycle, Outcome, Phase, PublishError, Retire, Slot,
-    SlotClient,
-};
+pub use rtlocal::__loom::*;
+pub use rtlocal::Error;
 
 /// Runs `f` under loom, with `LOOM_MAX_PREEMPTIONS` (default 3) bounding the search.
 /// With `LOOM_LOG` set, through `loom::model`, which prints the interleaving (`run.sh`
@@ -40,6 +46,18 @@ pub struct FakeClient {
     pub closes: Arc<AtomicUsize>,
 }
 
+impl std::fmt::Debug for FakeClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "client {} (runtime {}, {:?})",
+            self.id,
+            self.runtime,
+            self.life.phase()
+        )
+    }
+}
+
 impl FakeClient {
     pub fn is_closed(&self) -> bool {
         self.life.phase() == Phase::Closed
@@ -47,14 +65,6 @@ impl FakeClient {
 
     pub fn closes(&self) -> usize {
         self.closes.load(Ordering::SeqCst)
-    }
-
-    /// The manager's graceful close, minus the drain wait (no requests in these models).
-    pub fn close(&self) {
-        self.life.begin_close();
-        if self.life.finish_close().0 {
-            self.closes.fetch_add(1, Ordering::SeqCst);
-        }
     }
 }
 
@@ -67,10 +77,12 @@ impl SlotClient for FakeClient {
         self.life.begin_close();
     }
 
-    fn force_close(&self) {
-        if self.life.finish_close().0 {
+    fn force_close(&self) -> bool {
+        let first = self.life.finish_close().0;
+        if first {
             self.closes.fetch_add(1, Ordering::SeqCst);
         }
+        first
     }
 }
 
@@ -102,12 +114,18 @@ impl BindingKey for FakeKey {
     }
 }
 
-pub type FakeSlot = Slot<FakeClient, FakeKey, ()>;
+pub type FakeSlot = Slot<FakeClient, FakeKey>;
 
 /// Every client ever built, so models can check none is orphaned.
 pub struct World {
     next_id: AtomicUsize,
     pub clients: Mutex<Vec<FakeClient>>,
+    /// Broken promises seen inside a build. Recorded rather than only panicked: a build's
+    /// panic is caught by the core (and turned into an error), so `get_client` checks this.
+    violations: Mutex<Vec<String>>,
+    /// Whether a build may see another open client: only a superseded leader's build,
+    /// finishing after a take-over, does (its client is then force-closed unpublished).
+    pub concurrent_builds_allowed: AtomicBool,
 }
 
 impl World {
@@ -115,19 +133,24 @@ impl World {
         Arc::new(World {
             next_id: AtomicUsize::new(0),
             clients: Mutex::new(Vec::new()),
+            violations: Mutex::new(Vec::new()),
+            concurrent_builds_allowed: AtomicBool::new(false),
         })
     }
 
-    /// Builds a client. Runs inside the slot's reset-and-publish critical section, so it
-    /// checks the central promise: every client built before has been closed by now.
+    /// Builds a client. Checks the central promise: no client built before is still open
+    /// (a replaced one was closed before the reset; a retiring one is closing).
     pub fn build(&self, runtime: usize) -> FakeClient {
         let mut clients = self.clients.lock().unwrap();
-        for c in clients.iter() {
-            assert!(
-                c.is_closed(),
-                "client {} is still open while its replacement is built: reset before close",
-                c.id
-            );
+        if !self.concurrent_builds_allowed.load(Ordering::SeqCst) {
+            if let Some(c) = clients.iter().find(|c| c.is_open()) {
+                let v = format!(
+                    "client {} is still open while its replacement is built: reset before close",
+                    c.id
+                );
+                self.violations.lock().unwrap().push(v.clone());
+                panic!("{v}");
+            }
         }
         let c = FakeClient {
             id: self.next_id.fetch_add(1, Ordering::SeqCst),
@@ -146,76 +169,216 @@ impl World {
     pub fn all(&self) -> Vec<FakeClient> {
         self.clients.lock().unwrap().clone()
     }
-}
 
-/// `HttpClientManager::client()`'s loop over the slot, as the manager runs it. Checks
-/// that what it hands out was built for the caller's runtime.
-pub fn get_client(slot: &FakeSlot, world: &World, key: &FakeKey) -> FakeClient {
-    let c = get_client_inner(slot, world, key);
-    assert_eq!(
-        c.runtime, key.runtime,
-        "client {} built for runtime {} handed to a caller on runtime {}",
-        c.id, c.runtime, key.runtime
-    );
-    c
-}
-
-fn get_client_inner(slot: &FakeSlot, world: &World, key: &FakeKey) -> FakeClient {
-    if let Some((c, _)) = slot.try_hit(&key.runtime) {
-        return c;
+    /// Panics with the first broken promise a build recorded.
+    pub fn assert_sound(&self) {
+        if let Some(v) = self.violations.lock().unwrap().first() {
+            panic!("{v}");
+        }
     }
-    loop {
-        let lease = match slot.acquire(key.clone()) {
-            Acquire::Hit(c) => return c,
-            Acquire::Wait(done) => match loom::future::block_on(Completion::wait(done)) {
-                Outcome::Ready(c) => return c,
-                Outcome::Failed(()) => panic!("build never fails in these models"),
-                Outcome::Retry => continue,
-            },
-            Acquire::Lead(lease) => lease,
-        };
-        if let Some(stale) = lease.stale() {
-            assert_not_open(stale);
-            stale.close();
-        }
-        match lease.publish_with(|| Ok(world.build(key.runtime))) {
-            Ok(c) => return c,
-            Err(PublishError::Superseded) => continue,
-            Err(PublishError::Failed(())) => unreachable!(),
-        }
+
+    /// Clients neither closed nor closing.
+    pub fn open(&self) -> Vec<FakeClient> {
+        self.all().into_iter().filter(|c| c.is_open()).collect()
     }
 }
 
-/// A client taken out of `Ready` (replaced or retired) must already read as not open:
-/// the manager's per-thread cache hands out any cached client that reads open.
-fn assert_not_open(stale: &FakeClient) {
-    assert!(
-        !stale.is_open(),
-        "client {} still reads open after its replacement began: a cached handle of it \
-         would be handed out again",
-        stale.id
-    );
+/// How the fake timer treats a bounded wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// The deadline never passes first: the wait ends when what it waits for does.
+    Patient,
+    /// The deadline passes at once unless what it waits for is already done: the
+    /// leader it waits on is taken to be stuck on a runtime nobody drives.
+    Impatient,
 }
 
-/// `HttpClientManager::close_all()` for one slot, as the manager runs it: a slot caught
-/// mid-replacement is waited for, then retired.
-pub fn close_all(slot: &FakeSlot) -> usize {
-    loop {
-        match slot.retire() {
-            Retire::Lease(lease) => {
-                let stale = lease
-                    .stale()
-                    .cloned()
-                    .expect("retire always carries the client");
-                assert_not_open(&stale);
-                stale.close();
-                lease.finish_empty();
-                return 1;
+/// The core's `Timer`, without time: see [`Wait`].
+pub struct FakeTimer(pub Wait);
+
+impl Timer for FakeTimer {
+    type Deadline = ();
+
+    fn after(&self, _: Duration) {}
+
+    fn remaining(&self, (): ()) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn until<F>(&self, (): (), fut: F) -> impl Future<Output = Option<F::Output>> + Send
+    where
+        F: Future + Send,
+        F::Output: Send,
+    {
+        let patient = self.0 == Wait::Patient;
+        async move {
+            if patient {
+                Some(fut.await)
+            } else {
+                futures_util::FutureExt::now_or_never(fut)
             }
-            Retire::Busy(done) => {
-                let _ = loom::future::block_on(Completion::wait(done));
+        }
+    }
+}
+
+/// How the fake factory builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Build {
+    /// At once.
+    Ready,
+    /// After one `Pending` (a build that awaits something): a leader can be cancelled
+    /// mid-build.
+    YieldOnce,
+    /// Fails.
+    Fail,
+    /// Panics.
+    Panic,
+}
+
+/// The fake [`Driver`]: builds into the [`World`], closes through the client's `Lifecycle`.
+pub struct FakeDriver {
+    pub world: Arc<World>,
+    pub timer: FakeTimer,
+    pub build: Build,
+}
+
+impl FakeDriver {
+    pub fn new(world: &Arc<World>) -> Self {
+        FakeDriver {
+            world: world.clone(),
+            timer: FakeTimer(Wait::Patient),
+            build: Build::Ready,
+        }
+    }
+
+    pub fn with(world: &Arc<World>, wait: Wait, build: Build) -> Self {
+        FakeDriver {
+            world: world.clone(),
+            timer: FakeTimer(wait),
+            build,
+        }
+    }
+}
+
+/// A future that is pending once (waking itself), then ready.
+struct YieldOnce(bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl Driver for FakeDriver {
+    type Client = FakeClient;
+    type Key = FakeKey;
+    type Timer = FakeTimer;
+
+    fn timer(&self) -> &FakeTimer {
+        &self.timer
+    }
+
+    fn close_timeout(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn build_timeout(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn build(&self, key: &FakeKey) -> impl Future<Output = Result<FakeClient, Error>> + Send {
+        let (world, runtime, mode) = (self.world.clone(), key.runtime, self.build);
+        async move {
+            match mode {
+                Build::Ready => {}
+                Build::YieldOnce => YieldOnce(false).await,
+                Build::Fail => return Err(Error::build("the fake factory fails")),
+                Build::Panic => std::panic::panic_any("the fake factory panics"),
             }
-            Retire::Empty => return 0,
+            Ok(world.build(runtime))
+        }
+    }
+
+    fn close(&self, client: &FakeClient, _: Duration) -> impl Future<Output = CloseOutcome> + Send {
+        // The graceful close, minus the drain wait (no requests in these models).
+        client.life.begin_close();
+        let closed_now = client.force_close();
+        std::future::ready(CloseOutcome {
+            closed_now,
+            forced: false,
+            cut: 0,
+        })
+    }
+}
+
+/// The manager's `client()` slow path: the production `acquire`, run to completion.
+/// Checks that what it hands out was built for the caller's runtime.
+pub fn get_client(
+    slot: &Arc<FakeSlot>,
+    driver: &FakeDriver,
+    gate: &ShutdownGate,
+    key: &FakeKey,
+) -> Result<FakeClient, Error> {
+    let got = loom::future::block_on(acquire(driver, gate, slot, key));
+    driver.world.assert_sound();
+    if let Ok(c) = &got {
+        assert_eq!(
+            c.runtime, key.runtime,
+            "client {} built for runtime {} handed to a caller on runtime {}",
+            c.id, c.runtime, key.runtime
+        );
+    }
+    got
+}
+
+/// The manager's `close_all()`: the production `retire_all`, run to completion.
+pub fn close_all(slots: Vec<Arc<FakeSlot>>, driver: &FakeDriver) -> Retired {
+    loom::future::block_on(retire_all(driver, slots, Duration::from_secs(1)))
+}
+
+/// A slot whose client for `runtime` is built and published.
+pub fn primed(world: &Arc<World>, runtime: usize) -> (Arc<FakeSlot>, FakeClient) {
+    let slot = Arc::new(FakeSlot::new());
+    let gate = ShutdownGate::new();
+    let first = get_client(
+        &slot,
+        &FakeDriver::new(world),
+        &gate,
+        &FakeKey::new(runtime),
+    )
+    .expect("the first build succeeds");
+    (slot, first)
+}
+
+/// No client is orphaned: every client is closed exactly once, or open and the slot's
+/// client for `runtime`; what `stats()` would call live (created − closed) is what is open
+/// or closing.
+pub fn check_no_orphans(world: &World, slot: &FakeSlot, runtime: usize) {
+    world.assert_sound();
+    let current = slot.try_hit(&runtime).map(|(c, _)| c);
+    for c in world.all() {
+        assert!(c.closes() <= 1, "client {} closed twice", c.id);
+        if c.is_closed() {
+            assert_eq!(
+                c.closes(),
+                1,
+                "client {} is closed but its close never ran",
+                c.id
+            );
+        } else {
+            assert_eq!(
+                current.as_ref().map(|k| k.id),
+                Some(c.id),
+                "client {} is not closed and not in the slot: orphaned",
+                c.id
+            );
         }
     }
 }

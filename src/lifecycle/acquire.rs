@@ -44,9 +44,9 @@ pub async fn acquire<D: Driver>(
         }
         let acquired = if take_over {
             take_over = false;
-            slot.take_over(key.clone())
+            Slot::take_over(slot, key.clone())
         } else {
-            slot.acquire(key.clone())
+            Slot::acquire(slot, key.clone())
         };
         let lease = match acquired {
             Acquire::Hit(client) => return Ok(client),

@@ -36,6 +36,7 @@ pub use completion::{Completion, Wait};
 pub use driver::{BindingKey, CloseOutcome, Driver, SlotClient, Timer};
 pub use gate::ShutdownGate;
 pub use hot::{HotEntry, may_remember};
+#[cfg(not(rtlocal_loom))]
 pub(crate) use panic::panic_message;
 pub use phase::{Lifecycle, Phase};
 pub use registry::{CleanupHandle, RuntimeEntry};

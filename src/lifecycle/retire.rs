@@ -72,7 +72,7 @@ pub async fn retire_all<D: Driver>(
 ) -> Retired {
     let deadline = driver.timer().after(timeout);
     // Every slot is retired (its client marked closing) before anything is awaited.
-    let first: Vec<_> = slots.into_iter().map(|s| (s.retire(), s)).collect();
+    let first: Vec<_> = slots.into_iter().map(|s| (Slot::retire(&s), s)).collect();
     let mut each: FuturesUnordered<_> = first
         .into_iter()
         .map(|(step, slot)| retire_slot(driver, slot, step, deadline))
@@ -115,7 +115,7 @@ async fn retire_slot<D: Driver>(
                     }
                     return report;
                 }
-                step = slot.retire();
+                step = Slot::retire(&slot);
             }
         }
     }

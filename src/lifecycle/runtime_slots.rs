@@ -12,7 +12,7 @@ use std::hash::Hash;
 
 use super::registry::RuntimeEntry;
 use crate::error::Error;
-use crate::sync::{Arc, Mutex};
+use crate::sync::{Arc, Mutex, downgrade};
 
 /// See the module docs.
 #[doc(hidden)]
@@ -20,10 +20,18 @@ pub struct RuntimeSlots<I, S> {
     map: Mutex<HashMap<I, Entry<S>>>,
 }
 
-/// A runtime's slot and the runtime instance it is for (ids are reused).
+/// A runtime's slot and the runtime instance it is for (ids are reused). The instance is
+/// kept by address, not by `Arc`: a slot's client's binding already holds the entry, and
+/// the entry's removal callback holds the map, so an `Arc` here would make a cycle. The
+/// address is never stale: an entry is in the map only while its runtime is alive or its
+/// teardown (which holds the entry) has yet to remove it.
 struct Entry<S> {
-    runtime: Arc<RuntimeEntry>,
+    runtime: usize,
     slot: Arc<S>,
+}
+
+fn identity(runtime: &Arc<RuntimeEntry>) -> usize {
+    Arc::as_ptr(runtime) as usize
 }
 
 /// Where [`RuntimeSlots::get_or_insert`] found the slot.
@@ -65,14 +73,25 @@ where
             return Ok((slot, Found::Existing));
         }
         let slot = Arc::new(make());
-        let (map, ours) = (Arc::clone(this), Arc::clone(&slot));
+        let (map, ours) = (downgrade(this), Arc::clone(&slot));
         // Registered before the slot is published: a runtime already gone fails here.
         // The teardown runs after the clients' own release callbacks (newest first), so
-        // the slot is empty by then.
-        let hook = RuntimeEntry::register(runtime, move || map.remove_slot(id, &ours))?;
+        // the slot is empty by then. Weak: the map must not outlive its manager because a
+        // runtime does.
+        let hook = RuntimeEntry::register(runtime, move || {
+            if let Some(map) = map.upgrade() {
+                map.remove_slot(id, &ours);
+            }
+        })?;
         let mut map = this.map.lock();
+        // Teardown marks the entry dead before it runs callbacks, and our callback takes
+        // this lock: alive here means our callback has not run, so it will remove the slot.
+        // Dead means it may have run already, finding nothing: publish nothing.
+        if !runtime.is_alive() {
+            return Err(Error::runtime_gone());
+        }
         if let Some(e) = map.get(&id) {
-            if Arc::ptr_eq(&e.runtime, runtime) {
+            if e.runtime == identity(runtime) {
                 // Another thread of this runtime won the race; its slot serves.
                 let theirs = Arc::clone(&e.slot);
                 drop(map);
@@ -86,7 +105,7 @@ where
         map.insert(
             id,
             Entry {
-                runtime: Arc::clone(runtime),
+                runtime: identity(runtime),
                 slot: Arc::clone(&slot),
             },
         );
@@ -97,7 +116,7 @@ where
     fn live(&self, id: I, runtime: &Arc<RuntimeEntry>) -> Option<Arc<S>> {
         let map = self.map.lock();
         let e = map.get(&id)?;
-        Arc::ptr_eq(&e.runtime, runtime).then(|| Arc::clone(&e.slot))
+        (e.runtime == identity(runtime)).then(|| Arc::clone(&e.slot))
     }
 
     /// Removes `slot` if it is still the one stored for `id`.
@@ -121,6 +140,16 @@ where
     #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> usize {
         self.map.lock().len()
+    }
+}
+
+impl<I, S> Default for RuntimeSlots<I, S>
+where
+    I: Copy + Eq + Hash + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+{
+    fn default() -> Self {
+        RuntimeSlots::new()
     }
 }
 

@@ -147,8 +147,8 @@ impl<C: SlotClient, K: BindingKey> Slot<C, K> {
     /// The slow path: decide whether the caller uses, waits for, or builds the client
     /// for binding `key`.
     #[cold]
-    pub fn acquire(self: &Arc<Self>, key: K) -> Acquire<C, K> {
-        let st = self.state.lock();
+    pub fn acquire(this: &Arc<Self>, key: K) -> Acquire<C, K> {
+        let st = this.state.lock();
         match &*st {
             State::Ready { client, key: k } if k.same_binding(&key) && client.is_open() => {
                 return Acquire::Hit(client.clone());
@@ -158,25 +158,25 @@ impl<C: SlotClient, K: BindingKey> Slot<C, K> {
             }
             _ => {}
         }
-        self.lead(st, key)
+        Slot::lead(this, st, key)
     }
 
     /// Like [`acquire`](Self::acquire), but never waits: a replacement under way —
     /// whatever its binding — is superseded (its stale client force-closed, its waiters
     /// told to retry). For a waiter whose wait outlasted the leader's whole budget.
     #[cold]
-    pub fn take_over(self: &Arc<Self>, key: K) -> Acquire<C, K> {
-        let st = self.state.lock();
+    pub fn take_over(this: &Arc<Self>, key: K) -> Acquire<C, K> {
+        let st = this.state.lock();
         if let State::Ready { client, key: k } = &*st {
             if k.same_binding(&key) && client.is_open() {
                 return Acquire::Hit(client.clone());
             }
         }
-        self.lead(st, key)
+        Slot::lead(this, st, key)
     }
 
     /// Makes the caller the leader of a replacement for `key`.
-    fn lead(self: &Arc<Self>, mut st: MutexGuard<'_, State<C, K>>, key: K) -> Acquire<C, K> {
+    fn lead(this: &Arc<Self>, mut st: MutexGuard<'_, State<C, K>>, key: K) -> Acquire<C, K> {
         let mut superseded = None;
         let stale = match std::mem::replace(&mut *st, State::Empty) {
             State::Empty => None,
@@ -207,7 +207,7 @@ impl<C: SlotClient, K: BindingKey> Slot<C, K> {
             old.complete(Outcome::Retry);
         }
         Acquire::Lead(Lease {
-            slot: Arc::clone(self),
+            slot: Arc::clone(this),
             done,
             stale,
             finished: false,
@@ -218,14 +218,14 @@ impl<C: SlotClient, K: BindingKey> Slot<C, K> {
     /// [`Retire::Lease`] the caller closes [`RetireLease::client`] and then calls
     /// [`RetireLease::finish`]; on [`Retire::Busy`] something is under way: wait for it
     /// and ask again.
-    pub fn retire(self: &Arc<Self>) -> Retire<C, K> {
-        self.retire_if(|_, _| true)
+    pub fn retire(this: &Arc<Self>) -> Retire<C, K> {
+        Slot::retire_if(this, |_, _| true)
     }
 
     /// [`retire`](Self::retire) if `pred` selects the ready client (a thread's exit
     /// retires only that thread's client); [`Retire::Empty`] otherwise.
-    pub fn retire_if(self: &Arc<Self>, pred: impl Fn(&C, &K) -> bool) -> Retire<C, K> {
-        let mut st = self.state.lock();
+    pub fn retire_if(this: &Arc<Self>, pred: impl Fn(&C, &K) -> bool) -> Retire<C, K> {
+        let mut st = this.state.lock();
         match &*st {
             State::Ready { client, key } if pred(client, key) => {}
             State::Replacing { done, .. } | State::Retiring { done, .. } => {
@@ -245,7 +245,7 @@ impl<C: SlotClient, K: BindingKey> Slot<C, K> {
             done: Arc::clone(&done),
         };
         Retire::Lease(RetireLease {
-            slot: Arc::clone(self),
+            slot: Arc::clone(this),
             done,
             client,
             finished: false,

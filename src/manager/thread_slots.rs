@@ -73,7 +73,7 @@ impl<F: ClientFactory> Watch for SlotWatch<F> {
             return;
         };
         let token = self.token;
-        match self.slot.retire_if(|_, key| key.thread == Some(token)) {
+        match Slot::retire_if(&self.slot, |_, key| key.thread == Some(token)) {
             Retire::Lease(lease) => {
                 let slot = Arc::clone(&self.slot);
                 let timeout = shared.options.close_timeout;

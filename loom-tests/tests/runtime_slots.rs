@@ -1,0 +1,70 @@
+//! Per-runtime slots (`lifecycle::RuntimeSlots`): the creation race, and teardown.
+#![cfg(rtlocal_loom)]
+
+use loom::sync::Arc;
+use loom::thread;
+use rtlocal_loom_tests::*;
+
+type Map = RuntimeSlots<usize, FakeSlot>;
+
+/// Two threads of one live runtime race to create its slot: both get the same slot, the
+/// map holds one, and the loser's teardown callback was cancelled (the entry has exactly
+/// one pending callback, the winner's).
+#[test]
+fn two_threads_race_to_create_a_runtime_slot() {
+    model(|| {
+        let map = Arc::new(Map::new());
+        let entry = Arc::new(RuntimeEntry::new());
+        let (m2, e2) = (map.clone(), entry.clone());
+        let t =
+            thread::spawn(move || RuntimeSlots::get_or_insert(&m2, 7, &e2, FakeSlot::new).unwrap());
+        let (mine, _) = RuntimeSlots::get_or_insert(&map, 7, &entry, FakeSlot::new).unwrap();
+        let (theirs, _) = t.join().unwrap();
+        assert!(Arc::ptr_eq(&mine, &theirs), "one slot per live runtime");
+        assert_eq!(map.len(), 1);
+        // Teardown removes it; the map is bounded by live runtimes.
+        assert_eq!(
+            entry.teardown(),
+            1,
+            "exactly one removal callback registered"
+        );
+        assert_eq!(map.len(), 0);
+    });
+}
+
+/// Creation racing the runtime's teardown: either creation fails (runtime gone) or its
+/// slot is removed by the teardown — never a slot left in the map for a dead runtime, and
+/// never a live runtime's slot removed.
+#[test]
+fn creation_racing_teardown() {
+    model(|| {
+        let map = Arc::new(Map::new());
+        let entry = Arc::new(RuntimeEntry::new());
+        let (m2, e2) = (map.clone(), entry.clone());
+        let t =
+            thread::spawn(move || RuntimeSlots::get_or_insert(&m2, 7, &e2, FakeSlot::new).is_ok());
+        entry.teardown();
+        let created = t.join().unwrap();
+        let _ = created;
+        assert_eq!(map.len(), 0, "a dead runtime's slot stayed in the map");
+    });
+}
+
+/// A live runtime's slot stays while another runtime (reusing nothing) is torn down.
+#[test]
+fn teardown_removes_only_its_own_runtime_slot() {
+    model(|| {
+        let map = Arc::new(Map::new());
+        let (a, b) = (Arc::new(RuntimeEntry::new()), Arc::new(RuntimeEntry::new()));
+        let (m2, b2) = (map.clone(), b.clone());
+        let (sa, _) = RuntimeSlots::get_or_insert(&map, 1, &a, FakeSlot::new).unwrap();
+        let t = thread::spawn(move || {
+            let _ = RuntimeSlots::get_or_insert(&m2, 2, &b2, FakeSlot::new);
+            b2.teardown();
+        });
+        let (again, _) = RuntimeSlots::get_or_insert(&map, 1, &a, FakeSlot::new).unwrap();
+        t.join().unwrap();
+        assert!(Arc::ptr_eq(&sa, &again));
+        assert_eq!(map.len(), 1, "only the torn-down runtime's slot is gone");
+    });
+}
