@@ -142,15 +142,14 @@ impl World {
     /// (a replaced one was closed before the reset; a retiring one is closing).
     pub fn build(&self, runtime: usize) -> FakeClient {
         let mut clients = self.clients.lock().unwrap();
-        if !self.concurrent_builds_allowed.load(Ordering::SeqCst) {
-            if let Some(c) = clients.iter().find(|c| c.is_open()) {
-                let v = format!(
-                    "client {} is still open while its replacement is built: reset before close",
-                    c.id
-                );
-                self.violations.lock().unwrap().push(v.clone());
-                panic!("{v}");
-            }
+        let strict = !self.concurrent_builds_allowed.load(Ordering::SeqCst);
+        if let Some(c) = clients.iter().find(|c| strict && c.is_open()) {
+            let v = format!(
+                "client {} is still open while its replacement is built: reset before close",
+                c.id
+            );
+            self.violations.lock().unwrap().push(v.clone());
+            panic!("{v}");
         }
         let c = FakeClient {
             id: self.next_id.fetch_add(1, Ordering::SeqCst),
