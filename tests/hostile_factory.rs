@@ -368,3 +368,53 @@ fn build_panic_during_a_replacement_releases_the_waiters_at_once() {
     assert_eq!(watch.deliberate(), 1);
     watch.assert_no_unexpected_panics();
 }
+
+/// Class 4 and class 1: a `spawn_blocking` worker of a running `multi_thread` runtime
+/// gets a client and exits; the factory's `close` panics. The exit's close must not end
+/// as a panic in a background task that leaves the client half-closed: the client ends
+/// closed (force-closed, `abort` called) and counted closed.
+#[test]
+fn exited_worker_whose_close_panics_still_has_its_client_closed() {
+    let watch = PanicWatch::install("d3");
+    let m = manager(
+        Hostile {
+            close_panics: true,
+            ..Hostile::default()
+        },
+        Sharing::PerThread,
+    );
+    let rt = watch.multi_rt(2);
+    let (tx_exit, rx_exit) = std::sync::mpsc::channel();
+    let m2 = Arc::clone(&m);
+    let client = rt.block_on(async move {
+        tokio::task::spawn_blocking(move || {
+            common::signal_thread_exit(tx_exit);
+            Handle::current().block_on(m2.client())
+        })
+        .await
+        .expect("worker")
+        .expect("client")
+    });
+    assert!(
+        common::thread_exited(&rx_exit, HOSTILE_GUARD),
+        "the spawn_blocking worker did not exit"
+    );
+    // The runtime keeps running (its workers are driven): nothing waits on an idle one.
+    let live = common::settle_within(HOSTILE_GUARD, 0, || m.stats().clients_live);
+    assert_eq!(
+        live,
+        0,
+        "the exited worker's client, whose close panicked, is still live: {:?} (open: {}, \
+         aborted: {})",
+        m.stats(),
+        client.is_open(),
+        m.factory().aborted.load(Ordering::SeqCst)
+    );
+    assert!(!client.is_open());
+    assert!(
+        m.factory().aborted.load(Ordering::SeqCst) >= 1,
+        "a close that panicked is forced (abort called)"
+    );
+    drop(rt);
+    watch.assert_no_unexpected_panics();
+}

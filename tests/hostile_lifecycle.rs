@@ -607,3 +607,156 @@ fn client_during_close_all_does_not_wait_for_the_callers_own_unread_body() {
     drop(rt);
     watch.assert_no_unexpected_panics();
 }
+
+/// Class 1: the same exited `spawn_blocking` worker; `close_all` (not only `shutdown`)
+/// must reach its client and leave nothing open, and the manager stays usable.
+#[test]
+fn close_all_reaches_the_client_of_an_exited_spawn_blocking_worker() {
+    let watch = PanicWatch::install("a4");
+    let server = TestServer::start();
+    let m = manager();
+    let (rt, rx_exit, id) = spawn_blocking_worker_request(&watch, &m, server.url("/"));
+    assert_eq!(
+        server.wait_open(1),
+        1,
+        "keep-alive: the connection is pooled"
+    );
+    assert!(
+        thread_exited(&rx_exit, HOSTILE_GUARD),
+        "the spawn_blocking worker did not exit"
+    );
+
+    let live_before = m.stats().clients_live;
+    let other = watch.current_rt();
+    let report = block_on_guarded(&other, m.close_all());
+    let live_after = m.stats().clients_live;
+    assert_eq!(
+        live_after, 0,
+        "after close_all returned ({report}) the exited worker's client is still live \
+         (live before: {live_before}): close_all did not reach it"
+    );
+    assert!(report.failed.is_empty(), "{report}");
+    assert_eq!(
+        settle_within(HOSTILE_GUARD, 0, || server.open()),
+        0,
+        "the server still sees the exited worker's connection after close_all ({report})"
+    );
+    let again = block_on_guarded(&other, m.client()).expect("usable after close_all");
+    assert_ne!(again.id(), id);
+    drop((rt, other));
+    watch.assert_no_unexpected_panics();
+}
+
+/// Class 5, through a kept client: a task holds an unread (streaming) body and sends
+/// another request on the same client while `close_all` drains it. The request is
+/// re-routed to a fresh client; it must not wait for the drain of the task's own body.
+#[test]
+fn request_on_a_closing_client_does_not_wait_for_the_callers_own_unread_body() {
+    let watch = PanicWatch::install("i2");
+    let server = StreamServer::start();
+    let m = Arc::new(
+        HttpClientManager::builder()
+            .close_timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+    );
+    let rt = watch.current_rt();
+    let url = server.url("/download");
+    let sent = block_on_guarded(&rt, async {
+        let old = m.client().await.expect("client");
+        let resp = old.get(&url).await.expect("streaming response");
+        let m2 = Arc::clone(&m);
+        let closer = tokio::spawn(async move { m2.close_all().await });
+        while old.is_open() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // close_all is now waiting for `resp` to drain; the old client re-routes.
+        let sent = tokio::time::timeout(HOSTILE_GUARD, old.get(&url)).await;
+        drop(resp);
+        let _ = tokio::time::timeout(HOSTILE_GUARD, closer).await;
+        sent
+    });
+    let sent = sent.unwrap_or_else(|_| {
+        panic!(
+            "a request on the closing client waited {HOSTILE_GUARD:?} (the close timeout is \
+             30 s) for close_all to drain the caller's own unread body"
+        )
+    });
+    drop(sent.expect("the re-routed request is answered"));
+    let shut = block_on_guarded(&rt, m.shutdown(Duration::from_secs(1)));
+    assert!(shut.failed.is_empty(), "{shut}");
+    assert_eq!(settle_within(HOSTILE_GUARD, 0, || server.open()), 0);
+    drop(rt);
+    watch.assert_no_unexpected_panics();
+}
+
+/// Class 4: `close_all()` polled outside any runtime while a replacement is under way
+/// and stuck (its leader sits on a runtime nobody drives, waiting for the stale client's
+/// in-flight request): no panic out of `close_all`, and the stuck client is reported as
+/// a forced close, not a failure.
+#[test]
+fn close_all_outside_a_runtime_with_a_stuck_replacement_does_not_panic() {
+    let watch = PanicWatch::install("g2");
+    let server = TestServer::start();
+    let m = Arc::new(
+        HttpClientManager::builder()
+            .close_timeout(Duration::from_millis(500))
+            .build()
+            .unwrap(),
+    );
+    let (m2, url) = (Arc::clone(&m), server.url("/"));
+    let (tx_ready, rx_ready) = mpsc::channel();
+    let (release, rx_release) = mpsc::channel::<()>();
+    let stuck = watch.spawn("stuck", move || {
+        // rt1: a client with a request in flight (its body unread).
+        let rt1 = current_thread_rt();
+        let (stale, body) = block_on_guarded(&rt1, async {
+            let c = m2.client().await.expect("client");
+            let resp = c.get(&url).await.expect("request");
+            (c, resp)
+        });
+        // rt2 on the same thread: a task leads the replacement and waits for the stale
+        // client's request; then rt2 idles with the replacement under way.
+        let rt2 = current_thread_rt();
+        block_on_guarded(&rt2, async {
+            let m3 = Arc::clone(&m2);
+            drop(tokio::spawn(
+                async move { m3.client().await.map(|c| c.id()) },
+            ));
+            while stale.is_open() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        let _ = tx_ready.send(stale.id());
+        let _ = rx_release.recv();
+        drop(body);
+        drop((rt2, rt1));
+    });
+    rx_ready
+        .recv_timeout(HOSTILE_GUARD)
+        .expect("the replacement is under way");
+
+    let report = catch_unwind(AssertUnwindSafe(|| {
+        poll_outside_runtime(HOSTILE_GUARD, m.close_all())
+    }));
+    let report = match report {
+        Ok(r) => r.expect("hang guard: close_all outside a runtime did not finish"),
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            panic!("close_all panicked outside a runtime with a replacement under way: {msg}")
+        }
+    };
+    assert!(report.failed.is_empty(), "{report} ({:?})", report.failed);
+    assert!(
+        report.closed >= 1 && report.forced >= 1,
+        "the stuck client is closed and the close reported as forced: {report}"
+    );
+    assert_eq!(settle_within(HOSTILE_GUARD, 0, || server.open()), 0);
+    drop(release);
+    stuck.join().expect("stuck thread");
+    watch.assert_no_unexpected_panics();
+}

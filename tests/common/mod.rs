@@ -481,12 +481,14 @@ impl PanicWatch {
             .expect("runtime")
     }
 
-    /// A `multi_thread` runtime whose threads carry this test's tag.
+    /// A `multi_thread` runtime whose threads carry this test's tag; its blocking
+    /// threads exit 50 ms after their last task.
     pub fn multi_rt(&self, workers: usize) -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
             .enable_all()
             .thread_name(self.name("rt"))
+            .thread_keep_alive(Duration::from_millis(50))
             .build()
             .expect("runtime")
     }
