@@ -19,6 +19,7 @@ mod common;
 use std::cell::RefCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::task::Poll;
 use std::time::Duration;
@@ -43,17 +44,22 @@ fn manager() -> Arc<HttpClientManager> {
 fn spawn_blocking_worker_request(
     watch: &PanicWatch,
     m: &Arc<HttpClientManager>,
-    url: String,
+    server: &TestServer,
 ) -> (Runtime, mpsc::Receiver<()>, ClientId) {
     let rt = watch.current_rt();
     let (tx_exit, rx_exit) = mpsc::channel();
-    let m = Arc::clone(m);
+    let (m, url, counts) = (Arc::clone(m), server.url("/"), Arc::clone(&server.counts));
     let id = block_on_guarded(&rt, async move {
         tokio::task::spawn_blocking(move || {
             signal_thread_exit(tx_exit);
             Handle::current().block_on(async move {
                 let c = m.client().await.expect("a client on the worker");
                 assert_eq!(text(c.get(&url).await.expect("request")).await, "hello");
+                assert_eq!(
+                    counts.open.load(Ordering::SeqCst),
+                    1,
+                    "keep-alive: the connection is pooled"
+                );
                 c.id()
             })
         })
@@ -71,12 +77,7 @@ fn exited_spawn_blocking_worker_has_its_connection_closed_while_its_runtime_idle
     let watch = PanicWatch::install("a1");
     let server = TestServer::start();
     let m = manager();
-    let (rt, rx_exit, _id) = spawn_blocking_worker_request(&watch, &m, server.url("/"));
-    assert_eq!(
-        server.wait_open(1),
-        1,
-        "keep-alive: the connection is pooled"
-    );
+    let (rt, rx_exit, _id) = spawn_blocking_worker_request(&watch, &m, &server);
     assert!(
         thread_exited(&rx_exit, HOSTILE_GUARD),
         "the spawn_blocking worker did not exit"
@@ -103,12 +104,7 @@ fn shutdown_reaches_the_client_of_an_exited_spawn_blocking_worker() {
     let watch = PanicWatch::install("a2");
     let server = TestServer::start();
     let m = manager();
-    let (rt, rx_exit, _id) = spawn_blocking_worker_request(&watch, &m, server.url("/"));
-    assert_eq!(
-        server.wait_open(1),
-        1,
-        "keep-alive: the connection is pooled"
-    );
+    let (rt, rx_exit, _id) = spawn_blocking_worker_request(&watch, &m, &server);
     assert!(
         thread_exited(&rx_exit, HOSTILE_GUARD),
         "the spawn_blocking worker did not exit"
@@ -144,21 +140,23 @@ fn exited_thread_that_borrowed_a_runtime_handle_has_its_connection_closed() {
     let m = manager();
     let rt = watch.current_rt();
     let (handle, m2, url) = (rt.handle().clone(), Arc::clone(&m), server.url("/"));
+    let counts = Arc::clone(&server.counts);
     let (tx_done, rx_done) = tokio::sync::oneshot::channel();
     let borrower = watch.spawn("borrow", move || {
         let body = handle.block_on(async move {
             let c = m2.client().await.expect("a client on the borrowing thread");
             text(c.get(&url).await.expect("request")).await
         });
-        let _ = tx_done.send(body);
+        let pooled = counts.open.load(Ordering::SeqCst);
+        let _ = tx_done.send((body, pooled));
     });
     // The owner drives the runtime (I/O, timers) while the borrower works.
-    let body = block_on_guarded(&rt, rx_done).expect("borrower finished");
+    let (body, pooled) = block_on_guarded(&rt, rx_done).expect("borrower finished");
     assert_eq!(body, "hello");
+    assert_eq!(pooled, 1, "keep-alive: the connection is pooled");
     borrower.join().expect("borrower thread");
     // The borrower has exited (join waits for its thread-local destructors); the runtime
     // idles from here on.
-    assert_eq!(server.open(), 1, "keep-alive: the connection is pooled");
 
     let open = settle_within(HOSTILE_GUARD, 0, || server.open());
     assert_eq!(
@@ -192,7 +190,12 @@ impl Drop for Keeper {
 /// Thread `t1` builds a `current_thread` runtime, gets a client on it and makes a
 /// keep-alive request, hands the runtime to a keeper thread (which keeps it alive and
 /// idle) and exits. Returns once `t1` has exited.
-fn hand_runtime_away(watch: &PanicWatch, m: &Arc<HttpClientManager>, url: String) -> Keeper {
+fn hand_runtime_away(
+    watch: &PanicWatch,
+    m: &Arc<HttpClientManager>,
+    server: &TestServer,
+) -> Keeper {
+    let (url, counts) = (server.url("/"), Arc::clone(&server.counts));
     let (tx_rt, rx_rt) = mpsc::channel::<Runtime>();
     let (release, rx_release) = mpsc::channel::<()>();
     let keeper = watch.spawn("keep", move || {
@@ -208,6 +211,11 @@ fn hand_runtime_away(watch: &PanicWatch, m: &Arc<HttpClientManager>, url: String
             text(c.get(&url).await.expect("request")).await
         });
         assert_eq!(body, "hello");
+        assert_eq!(
+            counts.open.load(Ordering::SeqCst),
+            1,
+            "keep-alive: the connection is pooled"
+        );
         tx_rt.send(rt).expect("keeper takes the runtime");
     });
     // join waits for t1's thread-local destructors.
@@ -225,7 +233,7 @@ fn thread_that_handed_its_runtime_away_and_exited_has_its_connection_closed() {
     let watch = PanicWatch::install("b1");
     let server = TestServer::start();
     let m = manager();
-    let keeper = hand_runtime_away(&watch, &m, server.url("/"));
+    let keeper = hand_runtime_away(&watch, &m, &server);
     assert_eq!(server.accepted(), 1);
 
     let open = settle_within(HOSTILE_GUARD, 0, || server.open());
@@ -249,7 +257,7 @@ fn shutdown_reaches_the_client_of_a_thread_that_handed_its_runtime_away() {
     let watch = PanicWatch::install("b2");
     let server = TestServer::start();
     let m = manager();
-    let keeper = hand_runtime_away(&watch, &m, server.url("/"));
+    let keeper = hand_runtime_away(&watch, &m, &server);
 
     let live_before = m.stats().clients_live;
     let rt = watch.current_rt();
@@ -615,12 +623,7 @@ fn close_all_reaches_the_client_of_an_exited_spawn_blocking_worker() {
     let watch = PanicWatch::install("a4");
     let server = TestServer::start();
     let m = manager();
-    let (rt, rx_exit, id) = spawn_blocking_worker_request(&watch, &m, server.url("/"));
-    assert_eq!(
-        server.wait_open(1),
-        1,
-        "keep-alive: the connection is pooled"
-    );
+    let (rt, rx_exit, id) = spawn_blocking_worker_request(&watch, &m, &server);
     assert!(
         thread_exited(&rx_exit, HOSTILE_GUARD),
         "the spawn_blocking worker did not exit"
