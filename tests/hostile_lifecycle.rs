@@ -763,3 +763,45 @@ fn close_all_outside_a_runtime_with_a_stuck_replacement_does_not_panic() {
     stuck.join().expect("stuck thread");
     watch.assert_no_unexpected_panics();
 }
+
+/// Class 5, through a runtime change: the caller still holds an unread (streaming) body
+/// of its client on runtime 1 and, on the same thread, asks for a client on runtime 2.
+/// Replacing the stale client must not make the caller wait (up to a 30 s close timeout)
+/// for the drain of its own body.
+#[test]
+fn client_on_a_new_runtime_does_not_wait_for_the_callers_own_unread_body() {
+    let watch = PanicWatch::install("i3");
+    let server = StreamServer::start();
+    let m = Arc::new(
+        HttpClientManager::builder()
+            .close_timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+    );
+    let rt1 = watch.current_rt();
+    let url = server.url("/download");
+    let (old, resp) = block_on_guarded(&rt1, async {
+        let c = m.client().await.expect("client");
+        let resp = c.get(&url).await.expect("streaming response");
+        (c, resp)
+    });
+    // rt1 stays alive (idle); this thread moves to rt2, the body still unread.
+    let rt2 = watch.current_rt();
+    let got = rt2.block_on(async { tokio::time::timeout(HOSTILE_GUARD, m.client()).await });
+    let got = got.unwrap_or_else(|_| {
+        panic!(
+            "client() on the new runtime waited {HOSTILE_GUARD:?} (the close timeout is 30 s) \
+             for the stale client to drain the caller's own unread body"
+        )
+    });
+    let new = got.expect("a client on the new runtime");
+    assert_ne!(new.id(), old.id());
+    assert!(!old.is_open(), "the stale client takes no new requests");
+    drop(resp);
+    let shut = block_on_guarded(&rt2, m.shutdown(Duration::from_secs(1)));
+    assert!(shut.failed.is_empty(), "{shut}");
+    assert_eq!(m.stats().clients_live, 0, "{shut}");
+    assert_eq!(settle_within(HOSTILE_GUARD, 0, || server.open()), 0);
+    drop((rt1, rt2));
+    watch.assert_no_unexpected_panics();
+}
