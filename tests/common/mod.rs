@@ -343,3 +343,385 @@ impl<T> Drop for IdleRuntime<T> {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Hostile use: panic accounting, named threads and runtimes, bounded waits, thread-exit
+// signals, polling outside a runtime, a server that streams a body that never ends.
+// ---------------------------------------------------------------------------------------
+
+/// Hang guard for hostile-use tests: long against anything that should take
+/// milliseconds, short enough that a file of failing tests stays well under a minute.
+pub const HOSTILE_GUARD: Duration = Duration::from_secs(10);
+
+/// Part of the message of every panic a test triggers on purpose (inside a factory).
+pub const DELIBERATE: &str = "deliberate panic";
+
+/// One panic seen by the process-wide hook.
+#[derive(Clone, Debug)]
+pub struct SeenPanic {
+    /// The OS name of the panicking thread (`/proc/thread-self/comm`, at most 15 bytes).
+    pub thread: String,
+    pub message: String,
+    pub location: String,
+}
+
+static PANICS: std::sync::Mutex<Vec<SeenPanic>> = std::sync::Mutex::new(Vec::new());
+static HOOK: std::sync::Once = std::sync::Once::new();
+
+/// The OS name of the current thread. Read from `/proc`, so it works from a panic hook
+/// and from thread-local destructors, where `std::thread::current()` may not.
+pub fn os_thread_name() -> String {
+    std::fs::read_to_string("/proc/thread-self/comm")
+        .map(|s| s.trim_end().to_owned())
+        .unwrap_or_default()
+}
+
+/// Records every panic of any thread of the process (background tasks included, and
+/// panics that something later catches), for the tests that started the thread.
+///
+/// A test gets a short tag (at most 6 bytes, unique in its binary). The watch renames the
+/// test's own thread to `TAG-test`, and the threads and runtimes the test builds through
+/// it are named `TAG-...`: a panic is the test's when its thread's name starts with
+/// `TAG-`. The OS truncates thread names to 15 bytes, hence the short tags.
+pub struct PanicWatch {
+    tag: String,
+}
+
+impl PanicWatch {
+    pub fn install(tag: &str) -> PanicWatch {
+        assert!(
+            tag.len() <= 6 && !tag.contains('-'),
+            "short tag without '-'"
+        );
+        HOOK.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                let message = info
+                    .payload()
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "non-string panic payload".to_owned());
+                let location = info
+                    .location()
+                    .map(|l| format!("{}:{}", l.file(), l.line()))
+                    .unwrap_or_default();
+                let seen = SeenPanic {
+                    thread: os_thread_name(),
+                    message,
+                    location,
+                };
+                if let Ok(mut all) = PANICS.lock() {
+                    all.push(seen);
+                }
+                previous(info);
+            }));
+        });
+        let watch = PanicWatch {
+            tag: tag.to_owned(),
+        };
+        // Name this test's thread for the OS (std's own name for it is unchanged).
+        let _ = std::fs::write("/proc/thread-self/comm", watch.name("test"));
+        watch
+    }
+
+    /// `TAG-what`, for a thread or runtime of this test.
+    pub fn name(&self, what: &str) -> String {
+        format!("{}-{}", self.tag, what)
+    }
+
+    /// Every panic so far on this test's threads.
+    pub fn panics(&self) -> Vec<SeenPanic> {
+        let prefix = format!("{}-", self.tag);
+        PANICS
+            .lock()
+            .map(|all| {
+                all.iter()
+                    .filter(|p| p.thread.starts_with(&prefix))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Panics so far on this test's threads that the test did not trigger on purpose.
+    pub fn unexpected(&self) -> Vec<SeenPanic> {
+        self.panics()
+            .into_iter()
+            .filter(|p| !p.message.contains(DELIBERATE))
+            .collect()
+    }
+
+    /// How many deliberate panics this test's threads have seen.
+    pub fn deliberate(&self) -> usize {
+        self.panics()
+            .iter()
+            .filter(|p| p.message.contains(DELIBERATE))
+            .count()
+    }
+
+    /// Fails the test if any thread of it panicked other than on purpose — including
+    /// panics inside background tasks or ones the crate caught and reported.
+    pub fn assert_no_unexpected_panics(&self) {
+        let unexpected = self.unexpected();
+        assert!(
+            unexpected.is_empty(),
+            "panics on this test's threads (background tasks included): {unexpected:#?}"
+        );
+    }
+
+    /// A `current_thread` runtime whose blocking threads carry this test's tag and exit
+    /// 50 ms after their last task (a task-runner pool's spawn_blocking workers).
+    pub fn current_rt(&self) -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name(self.name("blk"))
+            .thread_keep_alive(Duration::from_millis(50))
+            .build()
+            .expect("runtime")
+    }
+
+    /// A `multi_thread` runtime whose threads carry this test's tag; its blocking
+    /// threads exit 50 ms after their last task.
+    pub fn multi_rt(&self, workers: usize) -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .thread_name(self.name("rt"))
+            .thread_keep_alive(Duration::from_millis(50))
+            .build()
+            .expect("runtime")
+    }
+
+    /// A thread of this test, named `TAG-what`.
+    pub fn spawn<T, F>(&self, what: &str, f: F) -> std::thread::JoinHandle<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        std::thread::Builder::new()
+            .name(self.name(what))
+            .spawn(f)
+            .expect("spawn thread")
+    }
+
+    /// [`IdleRuntime::start`] on a thread of this test.
+    pub fn idle_runtime<T, F, Fut>(&self, what: &str, setup: F) -> IdleRuntime<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = T>,
+    {
+        IdleRuntime::start_named(self.name(what), setup)
+    }
+}
+
+impl<T: Send + 'static> IdleRuntime<T> {
+    /// [`IdleRuntime::start`] on a thread named `name`.
+    pub fn start_named<F, Fut>(name: String, setup: F) -> IdleRuntime<T>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = T>,
+    {
+        let (tx_value, rx_value) = std::sync::mpsc::channel();
+        let (release, rx_release) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                let rt = current_thread_rt();
+                let value = block_on_guarded(&rt, setup());
+                let _ = tx_value.send(value);
+                let _ = rx_release.recv();
+                drop(rt);
+            })
+            .expect("spawn idle runtime thread");
+        let value = rx_value
+            .recv()
+            .expect("idle runtime thread failed during setup");
+        IdleRuntime {
+            value,
+            release: Some(release),
+            thread: Some(thread),
+        }
+    }
+}
+
+/// Polls `probe` until it returns `want` or `bound` passes; returns its last value.
+pub fn settle_within<T: PartialEq>(bound: Duration, want: T, mut probe: impl FnMut() -> T) -> T {
+    let deadline = Instant::now() + bound;
+    loop {
+        let now = probe();
+        if now == want || Instant::now() >= deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Drives `fut` on the calling thread with no tokio runtime at all: polls it, parks the
+/// thread until woken, and gives up (`None`) once `bound` passes.
+pub fn poll_outside_runtime<F: std::future::Future>(bound: Duration, fut: F) -> Option<F::Output> {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    let deadline = Instant::now() + bound;
+    loop {
+        if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return Some(v);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        std::thread::park_timeout(deadline - now);
+    }
+}
+
+/// Polls `fut` once with a waker that does nothing.
+pub fn poll_once<F: std::future::Future>(fut: F) -> std::task::Poll<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    std::pin::pin!(fut).poll(&mut cx)
+}
+
+struct ExitSignal(std::sync::mpsc::Sender<()>);
+
+impl Drop for ExitSignal {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
+thread_local! {
+    static EXIT_SIGNAL: std::cell::RefCell<Option<ExitSignal>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Sends on `tx` when the current thread's thread-locals are destroyed. Call it before
+/// the thread first touches rtlocal: thread-local destructors run newest first, so the
+/// signal comes after rtlocal's own thread-exit work (and the channel closing without a
+/// message means the same).
+pub fn signal_thread_exit(tx: std::sync::mpsc::Sender<()>) {
+    EXIT_SIGNAL.with(|s| *s.borrow_mut() = Some(ExitSignal(tx)));
+}
+
+/// Waits until the thread that called [`signal_thread_exit`] has run its thread-local
+/// destructors (or `bound` passes): true if it did.
+pub fn thread_exited(rx: &std::sync::mpsc::Receiver<()>, bound: Duration) -> bool {
+    match rx.recv_timeout(bound) {
+        Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => true,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => false,
+    }
+}
+
+/// A response body that streams a small chunk every 50 ms for minutes: a download the
+/// client has not finished reading.
+struct Trickle {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    left: usize,
+}
+
+impl hyper::body::Body for Trickle {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        if self.sleep.as_mut().poll(cx).is_pending() {
+            return std::task::Poll::Pending;
+        }
+        self.left -= 1;
+        let next = tokio::time::Instant::now() + Duration::from_millis(50);
+        self.sleep.as_mut().reset(next);
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(
+            b"chunk\n",
+        )))))
+    }
+}
+
+/// A server on 127.0.0.1 whose every response is a body that streams for minutes, with
+/// the same connection counts as [`TestServer`]: the server sees a connection end when
+/// the client shuts it (its next chunk fails to send).
+pub struct StreamServer {
+    pub addr: SocketAddr,
+    pub counts: Arc<Counts>,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl StreamServer {
+    pub fn start() -> StreamServer {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("stream-server")
+            .enable_all()
+            .build()
+            .expect("stream server runtime");
+        let counts = Arc::new(Counts::default());
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let c = Arc::clone(&counts);
+        rt.spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                c.accepted.fetch_add(1, Ordering::SeqCst);
+                let now_open = c.open.fetch_add(1, Ordering::SeqCst) + 1;
+                c.max_open.fetch_max(now_open, Ordering::SeqCst);
+                let c2 = Arc::clone(&c);
+                tokio::spawn(async move {
+                    let c3 = Arc::clone(&c2);
+                    let svc = service_fn(move |_req: Request<Incoming>| {
+                        c3.requests.fetch_add(1, Ordering::SeqCst);
+                        async {
+                            Ok::<_, Infallible>(Response::new(Trickle {
+                                sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+                                left: 10_000,
+                            }))
+                        }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                    c2.open.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        StreamServer {
+            addr,
+            counts,
+            rt: Some(rt),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn open(&self) -> usize {
+        self.counts.open.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for StreamServer {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
