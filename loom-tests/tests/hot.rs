@@ -32,7 +32,7 @@ fn cached_client_is_still_the_slots_client() {
         let (s2, w2) = (slot.clone(), world.clone());
         let t = thread::spawn(move || close_all(vec![s2], &FakeDriver::new(&w2)));
         let served = cached(1);
-        t.join().unwrap();
+        let _ = t.join().unwrap();
         let after = cached(1);
         assert!(
             after.is_none(),
