@@ -42,7 +42,7 @@ struct Fake(usize);
 impl ClientFactory for Hostile {
     type Client = Fake;
 
-    fn build(&self, _runtime: &Handle) -> Result<Fake, Error> {
+    async fn build(&self, _runtime: &Handle) -> Result<Fake, Error> {
         let n = self.built.fetch_add(1, Ordering::SeqCst) + 1;
         std::thread::sleep(self.build_takes);
         if n == self.build_panics_on {

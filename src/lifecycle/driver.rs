@@ -20,6 +20,10 @@ pub trait SlotClient: Clone + Send + Sync + 'static {
     /// Closes at once, synchronously, cutting what is in flight. Idempotent; returns
     /// whether this call closed it.
     fn force_close(&self) -> bool;
+    /// Requests in flight now (what a forced close would cut).
+    fn in_flight(&self) -> u64 {
+        0
+    }
 }
 
 /// What a slot binds a client to (the runtime, its liveness token, the owning thread).

@@ -109,9 +109,10 @@ async fn retire_slot<D: Driver>(
                     .is_none()
                 {
                     // Its leader is stuck (e.g. on a runtime nobody drives).
-                    if slot.force_clear() {
+                    if let Some(cut) = slot.force_clear() {
                         report.closed += 1;
                         report.forced += 1;
+                        report.in_flight_cut += cut;
                     }
                     return report;
                 }

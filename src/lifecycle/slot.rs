@@ -254,23 +254,25 @@ impl<C: SlotClient, K: BindingKey> Slot<C, K> {
 
     /// Force-closes whatever client the slot holds (ready, stale, or retiring), empties
     /// it and tells waiters to retry. For a shutdown whose deadline passed while a
-    /// replacement or retirement was stuck. Returns whether a client was closed by this
-    /// call.
-    pub fn force_clear(&self) -> bool {
+    /// replacement or retirement was stuck. Returns `Some(requests cut)` if this call
+    /// closed a client.
+    pub fn force_clear(&self) -> Option<u64> {
         let mut st = self.state.lock();
-        let (closed, done) = match std::mem::replace(&mut *st, State::Empty) {
-            State::Empty => (false, None),
-            State::Ready { client, .. } => (client.force_close(), None),
-            State::Replacing { stale, done, .. } => {
-                (stale.is_some_and(|s| s.force_close()), Some(done))
-            }
-            State::Retiring { client, done, .. } => (client.force_close(), Some(done)),
+        let (client, done) = match std::mem::replace(&mut *st, State::Empty) {
+            State::Empty => (None, None),
+            State::Ready { client, .. } => (Some(client), None),
+            State::Replacing { stale, done, .. } => (stale, Some(done)),
+            State::Retiring { client, done, .. } => (Some(client), Some(done)),
         };
+        let cleared = client.and_then(|c| {
+            let cut = c.in_flight();
+            c.force_close().then_some(cut)
+        });
         drop(st);
         if let Some(done) = done {
             done.complete(Outcome::Retry);
         }
-        closed
+        cleared
     }
 
     /// Force-closes the client `pred` selects (runtime teardown): a ready one is dropped

@@ -385,6 +385,10 @@ impl<F: ClientFactory> SlotClient for Managed<F> {
     fn force_close(&self) -> bool {
         self.close_now("force-closed")
     }
+
+    fn in_flight(&self) -> u64 {
+        Managed::in_flight(self)
+    }
 }
 
 impl<F: ClientFactory> fmt::Debug for Managed<F> {
