@@ -7,6 +7,7 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::thread::ThreadId;
+use std::time::Duration;
 
 use common::{TestServer, block_on_guarded, current_thread_rt, settle, text};
 use rtlocal::{ClientId, HttpClientManager, Sharing};
@@ -132,6 +133,9 @@ fn per_runtime_client_outlives_a_thread_that_used_it_and_exited() {
         handle.block_on(async {
             let c = m2.client().await.expect("client");
             assert_eq!(text(c.get(&url).await.expect("request")).await, "hello");
+            // hyper-util hands the connection back to the pool from a task of its own once
+            // the body is done; let that task run before the next request looks for it.
+            tokio::time::sleep(Duration::from_millis(100)).await;
             c
         })
     })
