@@ -1,16 +1,15 @@
 //! The shutdown gate: once closed, no client is published again.
 //!
-//! # Why a fence
+//! # Ordering
 //! A shutdown closes the gate, then scans the manager's slots; a publish checks the gate
-//! under its slot's lock. The per-thread slot set is appended to without a lock shared with
-//! the scan (`thread_local::ThreadLocal` publishes new slots with release stores, the scan
-//! reads them with acquire loads), so this is the store-buffering shape: the publisher
-//! stores "slot exists" and loads the flag, the shutdown stores the flag and loads "slot
-//! exists". With only acquire/release both can read the old value — a slot the scan never
-//! sees, holding a client published after the flag was set. A `SeqCst` fence on each side
-//! forbids that: either the scan sees the slot (and then takes its lock, after the publish
-//! or before it) or the publish sees the flag. The loom model
-//! `shutdown_racing_a_publish` fails without either fence.
+//! under its slot's lock. Either the scan sees the slot (and then takes its lock, after the
+//! publish or before it, and retires what it finds) or the publish sees the gate closed.
+//! Today both slot lists (`manager::thread_slots`, `RuntimeSlots`) are appended to under a
+//! mutex the scan also takes, and that lock alone orders the two. The `SeqCst` fences
+//! make the gate independent of how slots are listed: with a lock-free list (release
+//! stores, acquire scans) the two sides form the store-buffering shape, where only a
+//! `SeqCst` fence on each side rules out both reading the old value. The loom model
+//! `shutdown_racing_a_publish` fails when the publish skips the check.
 
 use crate::sync::{AtomicBool, Ordering, fence};
 
