@@ -8,7 +8,7 @@
 //!   bounded waits work from anywhere: inside a runtime without a time driver, or outside
 //!   any runtime (`close_all()` awaited by another executor).
 //!
-//! Started on first use; it lives as long as the process.
+//! Started with the first manager (or on first use); it lives as long as the process.
 
 use std::future::Future;
 use std::sync::OnceLock;

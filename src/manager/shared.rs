@@ -61,6 +61,9 @@ pub(crate) struct Shared<F: ClientFactory> {
 
 impl<F: ClientFactory> Shared<F> {
     pub(crate) fn new(factory: F, options: Options, counters: Arc<Counters>) -> Arc<Self> {
+        // The closer lives for the whole process; started with the first manager, so the
+        // process's threads and descriptors are settled from then on.
+        let _ = super::closer::handle();
         Arc::new(Shared {
             thread_slots: Mutex::new(Vec::new()),
             runtime_slots: Arc::new(RuntimeSlots::new()),
