@@ -5,7 +5,8 @@
 //! * [`phase`]: a client's open → closing → closed word and its requests in flight.
 //! * [`registry`]: a runtime's liveness token and teardown callbacks.
 //! * [`slot`] and [`completion`]: the state machine that hands out, replaces and retires
-//!   one client, and how waiters learn a replacement's outcome.
+//!   one client, the rights it hands out to finish a transition, and how waiters learn a
+//!   replacement's outcome.
 //! * [`acquire`]: acquire-or-replace — the slow path of `client()`.
 //! * [`retire`]: retire-all — `close_all` and `shutdown` — and closing one retired client.
 //! * [`gate`]: the shutdown gate.

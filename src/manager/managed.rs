@@ -4,10 +4,8 @@
 
 use std::any::Any;
 use std::fmt;
-use std::num::NonZeroU64;
 use std::ops::Deref;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -15,45 +13,12 @@ use tokio::runtime::{self, Handle};
 use tokio::sync::Notify;
 
 use super::factory::ClientFactory;
+use super::id::ClientId;
 use super::stats::Counters;
 use super::timer::TokioTimer;
 use crate::lifecycle::{
     CleanupHandle, CloseOutcome, Lifecycle, Phase, SlotClient, Timer, panic_message,
 };
-
-/// Identifies one client a manager built. Unique for the life of the process.
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), rtlocal::Error> {
-/// let a = rtlocal::client().await?;
-/// let b = rtlocal::client().await?;
-/// assert_eq!(a.id(), b.id()); // same thread, same runtime
-/// println!("{}", a.id()); // "client-1"
-/// # Ok(()) }
-/// ```
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
-pub struct ClientId(NonZeroU64);
-
-impl ClientId {
-    fn next() -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        // Relaxed: uniqueness needs only atomicity.
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        ClientId(NonZeroU64::new(n).unwrap_or(NonZeroU64::MIN))
-    }
-
-    /// The id as a number.
-    pub fn as_u64(self) -> u64 {
-        self.0.get()
-    }
-}
-
-impl fmt::Display for ClientId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "client-{}", self.0)
-    }
-}
 
 /// A client a [`Manager`](crate::Manager) built, bound to one runtime: one `Arc`, cheap to
 /// clone. Derefs to the factory's client type.

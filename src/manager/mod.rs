@@ -10,10 +10,13 @@
 //! A manager's thread-slot list lock and its runtime-slot map lock are never held while a
 //! slot lock is taken, nor while a client is built.
 
+mod client;
 mod closer;
 mod factory;
 mod hot;
+mod id;
 mod managed;
+mod options;
 pub(crate) mod runtime;
 mod shared;
 mod stats;
@@ -26,73 +29,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use factory::ClientFactory;
-pub use managed::{ClientId, Managed, RequestGuard};
+pub use id::ClientId;
+pub use managed::{Managed, RequestGuard};
+pub(crate) use options::Options;
+pub use options::Sharing;
 pub(crate) use shared::Shared;
 pub(crate) use stats::Counters;
 pub use stats::{CloseReport, Stats};
 
 use crate::error::Error;
-
-/// Who shares one client: the threads of a runtime one each, or all of them one.
-///
-/// # Examples
-///
-/// ```
-/// use rtlocal::{HttpClientManager, Sharing};
-///
-/// // One client (one connection pool) for all worker threads of a runtime.
-/// let manager = HttpClientManager::builder().sharing(Sharing::PerRuntime).build()?;
-/// # Ok::<(), rtlocal::Error>(())
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Sharing {
-    /// One client per thread and runtime (the default). Nothing is shared between
-    /// threads, so nothing contends; a `multi_thread` runtime gets one connection pool
-    /// per worker thread. A thread that exits has its client closed.
-    #[default]
-    PerThread,
-    /// One client per runtime, shared by all of its threads: one connection pool per
-    /// runtime, so a `multi_thread` runtime reuses connections across its workers.
-    /// Clients are closed when the runtime is torn down, not when a thread exits.
-    PerRuntime,
-}
-
-/// Settings every [`Manager`] has, whatever its factory.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Options {
-    pub(crate) close_timeout: Duration,
-    pub(crate) build_timeout: Duration,
-    pub(crate) sharing: Sharing,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            close_timeout: Duration::from_secs(5),
-            build_timeout: Duration::from_secs(30),
-            sharing: Sharing::PerThread,
-        }
-    }
-}
-
-impl Options {
-    pub(crate) fn validate(&self) -> Result<(), Error> {
-        if self.close_timeout.is_zero() {
-            return Err(Error::config(
-                "close_timeout must be greater than zero (got 0s); it bounds how long closing \
-                 a client waits for in-flight requests",
-            ));
-        }
-        if self.build_timeout.is_zero() {
-            return Err(Error::config(
-                "build_timeout must be greater than zero (got 0s); it bounds how long building \
-                 a client may take before every caller waiting on it fails",
-            ));
-        }
-        Ok(())
-    }
-}
 
 /// Hands every thread (or every runtime, see [`Sharing`]) a client built by a
 /// [`ClientFactory`], bound to the tokio runtime it is running on.
