@@ -78,7 +78,7 @@ impl SlotClient for FakeClient {
     }
 
     fn force_close(&self) -> bool {
-        let first = self.life.finish_close().0;
+        let first = self.life.finish_close().first;
         if first {
             self.closes.fetch_add(1, Ordering::SeqCst);
         }

@@ -7,7 +7,8 @@ use loom::thread;
 use rtlocal::__loom::Lifecycle;
 use rtlocal_loom_tests::model;
 
-/// Mirrors `ClientInner`: its `Drop` closes, as does an explicit graceful close.
+/// Mirrors the manager's client entry (`Entry` in `src/manager/managed.rs`): its `Drop`
+/// closes, as does an explicit graceful close.
 struct Inner {
     life: Lifecycle,
     drained: Notify,
@@ -16,7 +17,7 @@ struct Inner {
 
 impl Inner {
     fn shut(&self) {
-        if self.life.finish_close().0 {
+        if self.life.finish_close().first {
             self.closes.fetch_add(1, Ordering::SeqCst);
         }
     }
@@ -27,7 +28,8 @@ impl Inner {
         while self.life.in_flight() != 0 {
             self.drained.wait();
         }
-        let (first, cut) = self.life.finish_close();
+        let done = self.life.finish_close();
+        let (first, cut) = (done.first, done.in_flight);
         // Without a deadline, a graceful close never cuts a request.
         assert_eq!(cut, 0, "graceful close cut a request in flight");
         if first {

@@ -39,7 +39,7 @@ pub use gate::ShutdownGate;
 pub use hot::{HotEntry, may_remember};
 #[cfg(not(rtlocal_loom))]
 pub(crate) use panic::panic_message;
-pub use phase::{Lifecycle, Phase};
+pub use phase::{Finished, Lifecycle, Phase};
 pub use registry::{CleanupHandle, RuntimeEntry};
 pub use retire::{Retired, close_retired, retire_all};
 pub use runtime_slots::{Found, RuntimeSlots};

@@ -28,6 +28,18 @@ pub enum Phase {
     Closed,
 }
 
+/// What [`Lifecycle::finish_close`] found.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub struct Finished {
+    /// This call closed it (every other caller finds it closed already): the caller must
+    /// shut the connections.
+    pub first: bool,
+    /// Requests in flight at that instant (cut, if this call closed it).
+    pub in_flight: u64,
+}
+
 /// See the module docs.
 #[doc(hidden)]
 #[derive(Debug)]
@@ -102,11 +114,14 @@ impl Lifecycle {
         self.word.fetch_or(CLOSING, Ordering::AcqRel) & COUNT
     }
 
-    /// Marks the client closed. Returns `true` for exactly one caller: the one that must
-    /// shut the connections. Also returns the in-flight count at that instant.
-    pub fn finish_close(&self) -> (bool, u64) {
+    /// Marks the client closed. [`Finished::first`] is `true` for exactly one caller: the
+    /// one that must shut the connections.
+    pub fn finish_close(&self) -> Finished {
         let prev = self.word.fetch_or(CLOSED | CLOSING, Ordering::AcqRel);
-        (prev & CLOSED == 0, prev & COUNT)
+        Finished {
+            first: prev & CLOSED == 0,
+            in_flight: prev & COUNT,
+        }
     }
 }
 
@@ -135,8 +150,14 @@ mod tests {
             l.end_request(),
             "last one out of a closing client wakes the drainer"
         );
-        assert_eq!(l.finish_close(), (true, 0));
-        assert_eq!(l.finish_close(), (false, 0));
+        assert_eq!(
+            l.finish_close(),
+            Finished {
+                first: true,
+                in_flight: 0
+            }
+        );
+        assert!(!l.finish_close().first);
         assert_eq!(l.phase(), Phase::Closed);
     }
 }

@@ -17,7 +17,7 @@ use super::id::ClientId;
 use super::stats::Counters;
 use super::timer::TokioTimer;
 use crate::lifecycle::{
-    CleanupHandle, CloseOutcome, Lifecycle, Phase, SlotClient, Timer, panic_message,
+    CleanupHandle, CloseOutcome, Finished, Lifecycle, Phase, SlotClient, Timer, panic_message,
 };
 
 /// A client a [`Manager`](crate::Manager) built, bound to one runtime: one `Arc`, cheap to
@@ -189,14 +189,16 @@ impl<F: ClientFactory> Managed<F> {
 
     /// Closes at once, cutting whatever is in flight. Returns whether this call closed it.
     pub(crate) fn close_now(&self, why: &'static str) -> bool {
-        self.inner.shut(why, Finish::Abort).0
+        self.inner.shut(why, Finish::Abort).first
     }
 
     /// Releases the client from its runtime's teardown: the runtime is dropping every
     /// task (connections included) and whatever is in flight with them, so there is
     /// nothing to wait for.
     pub(crate) fn release_at_teardown(&self) -> bool {
-        self.inner.shut("runtime torn down", Finish::RuntimeGone).0
+        self.inner
+            .shut("runtime torn down", Finish::RuntimeGone)
+            .first
     }
 
     pub(crate) fn set_hook(&self, hook: CleanupHandle) {
@@ -262,21 +264,25 @@ impl<F: ClientFactory> Entry<F> {
         }
     }
 
-    fn outcome(&self, (closed_now, cut): (bool, u64), overran: bool) -> CloseOutcome {
+    fn outcome(&self, shut: Finished, overran: bool) -> CloseOutcome {
         CloseOutcome {
-            closed_now,
-            forced: closed_now && (cut > 0 || overran),
-            cut,
+            closed_now: shut.first,
+            forced: shut.first && (shut.in_flight > 0 || overran),
+            cut: shut.in_flight,
         }
     }
 
     /// The one place a client becomes closed: connections let go of, hook cancelled,
-    /// counted. Returns whether this call closed it, and how many requests it cut.
-    fn shut(&self, why: &'static str, finish: Finish) -> (bool, u64) {
-        let (first, cut) = self.life.finish_close();
-        if !first {
-            return (false, 0);
+    /// counted. Says whether this call closed it, and how many requests it cut.
+    fn shut(&self, why: &'static str, finish: Finish) -> Finished {
+        let finished = self.life.finish_close();
+        if !finished.first {
+            return Finished {
+                first: false,
+                in_flight: 0,
+            };
         }
+        let cut = finished.in_flight;
         // The factory's code is the user's: a panic in it must not escape into a runtime's
         // teardown, a close_all, or whichever thread dropped the last handle.
         let let_go = catch_unwind(AssertUnwindSafe(|| match finish {
@@ -307,7 +313,7 @@ impl<F: ClientFactory> Entry<F> {
         } else {
             tracing::debug!(client = %self.id, runtime = %self.runtime, reason = why, "client closed");
         }
-        (true, cut)
+        finished
     }
 }
 
@@ -315,7 +321,7 @@ impl<F: ClientFactory> Drop for Entry<F> {
     fn drop(&mut self) {
         // Last handle gone without a close (e.g. the manager was dropped): let go of the
         // connections so nothing outlives the client.
-        self.shut("dropped", Finish::Abort);
+        let _ = self.shut("dropped", Finish::Abort);
     }
 }
 
