@@ -126,8 +126,9 @@ pub struct Stats {
     pub callbacks_run: u64,
     /// Teardown callbacks that panicked, process-wide.
     pub callbacks_panicked: u64,
-    /// Per-thread slots allocated. Bounded by the most threads alive at once: an exited
-    /// thread's slot is reused by the next new thread.
+    /// Per-thread slots listed: one per live thread that has asked for a client, plus
+    /// exited threads whose client is still being closed (an exited thread's slot is
+    /// dropped once its client is closed).
     pub thread_slots: u64,
     /// Per-runtime slots ([`Sharing::PerRuntime`](crate::Sharing::PerRuntime)): one per
     /// live runtime the manager has served; removed when the runtime is torn down.
