@@ -300,8 +300,8 @@ mod api {
     pub use crate::http::manager::HttpClientManager;
     use crate::manager::runtime;
     pub use crate::manager::{
-        ClientFactory, ClientId, CloseReport, Managed, Manager, ManagerBuilder, RequestGuard,
-        Sharing, Stats,
+        ClientFactory, ClientId, CloseReport, Managed, Manager, ManagerBuilder, ManagerReport,
+        RequestGuard, Sharing, ShutdownReport, Stats, shutdown_all,
     };
     #[cfg(feature = "reqwest")]
     pub use crate::reqwest_factory::{ReqwestFactory, ReqwestManager};

@@ -70,7 +70,8 @@ impl HttpClientManager {
 
     pub(crate) fn from_config(config: Config) -> Self {
         let counters = Arc::new(Counters::default());
-        let options = config.options();
+        let mut options = config.options();
+        options.name.get_or_insert_with(|| "http".into());
         let factory = HyperFactory::new(config, Arc::clone(&counters));
         HttpClientManager {
             inner: Manager::from_parts(factory, options, counters),

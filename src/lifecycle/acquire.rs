@@ -92,8 +92,8 @@ async fn lead<D: Driver>(
     key: &D::Key,
 ) -> Led<D::Client> {
     if let Some(stale) = lease.stale() {
-        let outcome = close_isolated(driver, stale, driver.close_timeout()).await;
-        driver.replaced(stale, outcome.unwrap_or_default());
+        let closed = close_isolated(driver, stale, driver.close_timeout()).await;
+        driver.replaced(stale, closed.outcome);
     }
     let Ok(building) = lease.reset() else {
         return Led::Retry;
@@ -137,23 +137,46 @@ async fn build_isolated<D: Driver>(driver: &D, key: &D::Key) -> Result<D::Client
     }
 }
 
+/// How an isolated close ended.
+#[doc(hidden)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct Closed {
+    /// What the close did (a panicking close counts as forced when the force-close after
+    /// it closed the client).
+    pub outcome: CloseOutcome,
+    /// The panic's message, if the driver's close panicked.
+    pub panicked: Option<String>,
+}
+
 /// The driver's close with a panic contained: a panicking close force-closes the client
 /// and reports the panic's message.
 pub(crate) async fn close_isolated<D: Driver>(
     driver: &D,
     client: &D::Client,
     budget: Duration,
-) -> Result<CloseOutcome, String> {
+) -> Closed {
     match AssertUnwindSafe(driver.close(client, budget))
         .catch_unwind()
         .await
     {
-        Ok(outcome) => Ok(outcome),
+        Ok(outcome) => Closed {
+            outcome,
+            panicked: None,
+        },
         Err(panic) => {
             let msg = panic_message(&*panic);
-            client.force_close();
+            let cut = client.in_flight();
+            let closed_now = client.force_close();
             tracing::warn!(panic = %msg, "closing a client panicked; it was force-closed");
-            Err(msg)
+            Closed {
+                outcome: CloseOutcome {
+                    closed_now,
+                    forced: closed_now,
+                    cut: if closed_now { cut } else { 0 },
+                },
+                panicked: Some(msg),
+            }
         }
     }
 }

@@ -32,7 +32,7 @@ pub(crate) mod retire;
 pub(crate) mod runtime_slots;
 pub(crate) mod slot;
 
-pub use acquire::acquire;
+pub use acquire::{Closed, acquire};
 pub use completion::{Completion, Wait};
 pub use driver::{BindingKey, CloseOutcome, Driver, SlotClient, Timer};
 pub use gate::ShutdownGate;

@@ -12,9 +12,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
-use super::acquire::close_isolated;
+use super::acquire::{Closed, close_isolated};
 use super::completion::Completion;
-use super::driver::{CloseOutcome, Driver, Timer};
+use super::driver::{Driver, Timer};
 use super::slot::{Retire, RetireLease, Slot};
 use crate::error::{Error, Kind};
 use crate::sync::Arc;
@@ -45,21 +45,20 @@ impl Retired {
         self.failed.extend(other.failed);
     }
 
-    fn count(&mut self, closed: Result<CloseOutcome, String>) {
-        match closed {
-            Ok(outcome) => {
-                if outcome.closed_now {
-                    self.closed += 1;
-                }
-                if outcome.forced {
-                    self.forced += 1;
-                    self.in_flight_cut += outcome.cut;
-                }
-            }
-            Err(msg) => self.failed.push(Error::with_detail(
+    fn count(&mut self, closed: Closed) {
+        let outcome = closed.outcome;
+        if outcome.closed_now {
+            self.closed += 1;
+        }
+        if outcome.forced {
+            self.forced += 1;
+            self.in_flight_cut += outcome.cut;
+        }
+        if let Some(msg) = closed.panicked {
+            self.failed.push(Error::with_detail(
                 Kind::Closed,
                 format!("closing a client panicked ({msg}); it was force-closed"),
-            )),
+            ));
         }
     }
 }
@@ -127,7 +126,7 @@ pub async fn close_retired<D: Driver>(
     driver: &D,
     lease: RetireLease<D::Client, D::Key>,
     budget: Duration,
-) -> Result<CloseOutcome, String> {
+) -> Closed {
     let closed = close_isolated(driver, lease.client(), budget).await;
     lease.finish();
     closed

@@ -10,6 +10,7 @@
 //! A manager's thread-slot list lock and its runtime-slot map lock are never held while a
 //! slot lock is taken, nor while a client is built.
 
+mod all;
 mod client;
 mod closer;
 mod factory;
@@ -28,6 +29,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use all::{ManagerReport, ShutdownReport, shutdown_all};
 pub use factory::ClientFactory;
 pub use id::ClientId;
 pub use managed::{Managed, RequestGuard};
@@ -139,6 +141,14 @@ impl<F: ClientFactory> ManagerBuilder<F> {
     /// Default is [`Sharing::PerThread`].
     pub fn sharing(mut self, sharing: Sharing) -> Self {
         self.options.sharing = sharing;
+        self
+    }
+
+    /// What [`shutdown_all`]'s report calls this manager (e.g. `"orders-db"`).
+    ///
+    /// Default is the factory's type name.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.options.name = Some(Arc::from(name.into()));
         self
     }
 
@@ -259,11 +269,13 @@ impl<F: ClientFactory> Manager<F> {
     /// reports only that. A request racing the call may still be handed a client that
     /// the shutdown then closes; it is cut like any other in-flight request.
     pub async fn shutdown(&self, timeout: Duration) -> CloseReport {
-        // Closed before the slots are scanned: see `lifecycle::gate`.
-        self.shared.gate.close();
-        let report = self.shared.retire_all(timeout).await;
-        tracing::debug!(%report, "shutdown finished");
-        report
+        self.shared.shutdown(timeout).await
+    }
+
+    /// What [`shutdown_all`]'s report calls this manager (see
+    /// [`ManagerBuilder::name`]).
+    pub fn name(&self) -> &str {
+        self.shared.name()
     }
 
     /// Whether [`shutdown`](Self::shutdown) has been called.

@@ -1,5 +1,6 @@
 //! Settings every [`Manager`](super::Manager) has, whatever its factory.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::Error;
@@ -30,8 +31,11 @@ pub enum Sharing {
 }
 
 /// Settings every [`Manager`] has, whatever its factory.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Options {
+    /// What [`shutdown_all`](crate::shutdown_all)'s report calls the manager; `None`: the
+    /// factory's type name.
+    pub(crate) name: Option<Arc<str>>,
     pub(crate) close_timeout: Duration,
     pub(crate) build_timeout: Duration,
     pub(crate) sharing: Sharing,
@@ -40,6 +44,7 @@ pub(crate) struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
+            name: None,
             close_timeout: Duration::from_secs(5),
             build_timeout: Duration::from_secs(30),
             sharing: Sharing::PerThread,

@@ -64,14 +64,16 @@ impl<F: ClientFactory> Shared<F> {
         // The closer lives for the whole process; started with the first manager, so the
         // process's threads and descriptors are settled from then on.
         let _ = super::closer::handle();
-        Arc::new(Shared {
+        let shared = Arc::new(Shared {
             thread_slots: Mutex::new(Vec::new()),
             runtime_slots: Arc::new(RuntimeSlots::new()),
             gate: ShutdownGate::new(),
             options,
             factory: Arc::new(factory),
             counters,
-        })
+        });
+        super::all::enlist(&shared);
+        shared
     }
 
     /// Every slot: each thread's, and each runtime's.
@@ -97,6 +99,23 @@ impl<F: ClientFactory> Shared<F> {
             failed: retired.failed,
             waited_for_replacement: retired.waited_for_replacement,
             elapsed: start.elapsed(),
+        }
+    }
+
+    /// Refuses new clients, then closes every slot's client within `timeout`.
+    pub(crate) async fn shutdown(self: &Arc<Self>, timeout: Duration) -> CloseReport {
+        // Closed before the slots are scanned: see `lifecycle::gate`.
+        self.gate.close();
+        let report = self.retire_all(timeout).await;
+        tracing::debug!(manager = %self.name(), %report, "shutdown finished");
+        report
+    }
+
+    /// What reports call this manager.
+    pub(crate) fn name(&self) -> &str {
+        match &self.options.name {
+            Some(name) => name,
+            None => std::any::type_name::<F>(),
         }
     }
 
