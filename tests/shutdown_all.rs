@@ -59,14 +59,13 @@ fn shutdown_all_closes_every_manager_against_one_deadline_and_reports_each() {
 
     let rt = watch.current_rt();
     let (h2, slow) = (Arc::clone(&http), server.url("/slow/30000"));
-    let in_flight = block_on_guarded(&rt, async {
+    let c = block_on_guarded(&rt, async {
         let _ = panicky.client().await.unwrap();
         let _ = plain.client().await.unwrap();
-        let c = h2.client().await.unwrap();
-        let request = tokio::spawn(async move { c.get(&slow).await.map(|_| ()) });
-        assert_eq!(server.requests_reached(1).await, 1);
-        Box::new(request)
+        h2.client().await.unwrap()
     });
+    let in_flight = rt.spawn(async move { c.get(&slow).await.map(|_| ()) });
+    assert_eq!(block_on_guarded(&rt, server.requests_reached(1)), 1);
     // Made before the shutdown, so it is one of the managers shut down.
     let _ = rtlocal::default_manager();
     // From outside any runtime, while the HTTP request is in flight on an idle runtime.
@@ -117,7 +116,7 @@ fn shutdown_all_closes_every_manager_against_one_deadline_and_reports_each() {
         )
     });
     assert_eq!(refused, (true, true, true));
-    let cut = block_on_guarded(&rt, *in_flight).expect("request task");
+    let cut = block_on_guarded(&rt, in_flight).expect("request task");
     assert!(cut.unwrap_err().is_closed());
     assert_eq!(server.wait_open(0), 0);
     assert_eq!(http.stats().clients_live, 0);
