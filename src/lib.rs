@@ -130,6 +130,23 @@
 //!
 //! `examples/graceful_shutdown.rs` is a proxy service that does this on Ctrl-C/SIGTERM.
 //!
+//! [`shutdown_all`] does it for every manager of the process at once — HTTP, reqwest and
+//! your own — against one deadline, one failure never stopping the rest, with one report
+//! line per manager (name them with [`ManagerBuilder::name`]):
+//!
+//! ```no_run
+//! # async fn serve_until_sigterm() {}
+//! # #[tokio::main]
+//! # async fn main() {
+//! serve_until_sigterm().await;
+//! let report = rtlocal::shutdown_all(std::time::Duration::from_secs(5)).await;
+//! eprintln!("{report}");
+//! // shut down 3 manager(s) in 1.01s: 5 client(s) closed, 1 forced, 0 failed
+//! //   http: closed 2 client(s) in 1.01s: 1 forced (3 in-flight request(s) cut), 0 failed
+//! //   …
+//! # }
+//! ```
+//!
 //! ## reqwest (feature `reqwest`)
 //!
 //! [`ReqwestManager`] hands out `reqwest::Client`s with the same lifecycle; the handle
@@ -196,23 +213,37 @@
 //!   forced, counted ([`Stats::forced_closes`]) and logged with `warn!`.
 //! * A replaced or closed client never comes back; using a kept handle re-routes to the
 //!   current client ([`Client`]) or finds it closed ([`Managed::is_open`]).
-//! * Threads that exit have their clients closed; a slot reused by a new thread (the
-//!   `thread_local` crate reuses them) never hands it the old thread's client.
+//! * A thread that exits has its client retired in place — still reachable by
+//!   `close_all` and `shutdown` — and closed by a background closer thread, never by a
+//!   task queued on the client's runtime, which may be idle. `client()` from a
+//!   thread-local destructor late in a thread's teardown is an error, never a panic.
+//! * A caller whose slot is being retired (`close_all`, `shutdown`) never waits for the
+//!   retirement — it may hold the very response body being drained: it builds anew.
+//! * [`ClientFactory::build`] is async and runs outside every lock; the callers of one
+//!   slot share it; it is bounded by [`ManagerBuilder::build_timeout`]; a panic in it, or
+//!   in the factory's `close`, `abort` or `release`, is contained and reported, never
+//!   propagated into `client()`, a runtime's teardown or a `close_all`.
 //! * Outside a runtime, `client()` fails at once with [`Error::is_no_runtime`].
 //! * Logging through `tracing`: `debug!` for lifecycle, `warn!` only for forced closes,
 //!   `error!` for callback panics.
 //!
 //! # Correctness
 //!
-//! The slot state machine, the per-runtime callback registry and the client lifecycle
-//! take every `Arc`, `Mutex` and atomic from one `sync` shim; under
-//! `--cfg rtlocal_loom` it hands out [loom](https://docs.rs/loom)'s, so the models in
-//! `loom-tests/` check the production code at `LOOM_MAX_PREEMPTIONS=3`: callers racing a
-//! replacement (one client built, the stale one closed exactly once and before the reset,
-//! never handed out again), callback registration and `cancel` racing teardown (each
-//! callback runs exactly once or its registration fails; `cancel` is truthful; newest
-//! first), `close_all` and `shutdown` racing `client()` (no client orphaned), the last
-//! handle dropped racing a graceful close. Run them with `bash loom-tests/run.sh`.
+//! Every lifecycle decision lives in one tokio-free core (`src/lifecycle/`): the slot
+//! state machine, the runtime entry and its teardown callbacks, the client's
+//! open/closing/closed word, and the orchestration itself — acquire-or-replace (bounded
+//! wait, take-over, async build), retire-all, the shutdown gate, per-runtime slots, the
+//! hot cache's rule. It takes every `Arc`, `Mutex`, atomic and fence from one `sync`
+//! shim; under `--cfg rtlocal_loom` the shim hands out [loom](https://docs.rs/loom)'s, and
+//! the models in `loom-tests/` call the same functions the manager calls, through a fake
+//! driver, at `LOOM_MAX_PREEMPTIONS=3`: callers racing a replacement (one client built,
+//! the stale one closed exactly once and before the reset, never handed out again), a
+//! build cancelled, failing or panicking with waiters, a stuck leader taken over,
+//! `close_all` racing `client()`, a thread's exit and a forced clear, shutdown racing a
+//! publish, per-runtime slot creation racing teardown, the hot cache racing `close_all`,
+//! callback registration and `cancel` racing teardown. README's Correctness section says
+//! what each model checks and what loom cannot reach. Run them with
+//! `bash loom-tests/run.sh`.
 //!
 //! # Performance
 //!
@@ -240,6 +271,9 @@
 //!   or is dropped.
 //! * Each runtime `rtlocal` sees gets one never-finishing sentinel task (how teardown is
 //!   detected: tokio has no shutdown hook).
+//! * The process gets one background thread, `rtlocal-closer` (started with the first
+//!   manager, with a small runtime of its own), which closes exited threads' clients and
+//!   owns the timers of every close and bounded wait.
 //! * The runtime needs its I/O and time drivers (`enable_all()`; `#[tokio::main]` and
 //!   `#[tokio::test]` do this).
 //!
