@@ -16,9 +16,11 @@ use std::sync::{Arc, Weak};
 
 use super::closer;
 use super::factory::ClientFactory;
-use super::shared::{ManagedSlot, Runner, Shared};
+use super::managed::Managed;
+use super::shared::{Binding, ManagedSlot, Runner, Shared};
+use super::timer::TokioTimer;
 use crate::error::{Error, Kind};
-use crate::lifecycle::{self, Retire, Slot};
+use crate::lifecycle::{self, Completion, Retire, Slot, Timer};
 
 thread_local! {
     // `const` and without a destructor: usable at any point of the thread's life.
@@ -73,31 +75,66 @@ impl<F: ClientFactory> Watch for SlotWatch<F> {
             return;
         };
         let token = self.token;
-        match Slot::retire_if(&self.slot, |_, key| key.thread == Some(token)) {
-            Retire::Lease(lease) => {
-                let slot = Arc::clone(&self.slot);
-                let timeout = shared.options.close_timeout;
-                let closer_shared = Arc::clone(&shared);
-                // Its requests may still be in flight on other threads of its runtime: a
-                // graceful close, bounded, on the closer. If the closer cannot run it, the
-                // dropped lease force-closes the client.
-                let spawned = closer::spawn(async move {
-                    let runner = Runner {
-                        shared: &closer_shared,
-                        handle: None,
-                        slot: None,
-                    };
-                    let _ = lifecycle::close_retired(&runner, lease, timeout).await;
-                    closer_shared.forget_thread_slot(&slot);
-                });
-                if !spawned {
-                    shared.forget_thread_slot(&self.slot);
-                }
+        let first = Slot::retire_if(&self.slot, |_, key| key.thread == Some(token));
+        if matches!(first, Retire::Empty) {
+            shared.forget_thread_slot(&self.slot);
+            return;
+        }
+        let slot = Arc::clone(&self.slot);
+        let closer_shared = Arc::clone(&shared);
+        // Its requests may still be in flight on other threads of its runtime: a graceful
+        // close, bounded, on the closer. If the closer cannot run it, the dropped lease
+        // force-closes the client.
+        let spawned = closer::spawn(async move {
+            if retire_exited(&closer_shared, &slot, token, first).await {
+                closer_shared.forget_thread_slot(&slot);
             }
-            Retire::Empty => shared.forget_thread_slot(&self.slot),
-            // A replacement (led by a task that moved to another thread) or a close_all is
-            // under way: it finishes; the slot stays listed and reachable.
-            Retire::Busy(_) => {}
+        });
+        if !spawned {
+            shared.forget_thread_slot(&self.slot);
+        }
+    }
+}
+
+/// Retires and closes an exited thread's client. A slot that is busy (a `close_all`, or a
+/// replacement led by a task that moved to another thread) is waited for — bounded by the
+/// close and build timeouts — and then retired: what that replacement publishes for the
+/// exited thread is closed too. Returns whether the slot is done with (and may be let go).
+async fn retire_exited<F: ClientFactory>(
+    shared: &Arc<Shared<F>>,
+    slot: &Arc<ManagedSlot<F>>,
+    token: u64,
+    mut step: Retire<Managed<F>, Binding>,
+) -> bool {
+    let runner = Runner {
+        shared,
+        handle: None,
+        slot: None,
+    };
+    let timer = TokioTimer;
+    let bound = shared
+        .options
+        .close_timeout
+        .saturating_add(shared.options.build_timeout);
+    loop {
+        match step {
+            Retire::Empty => return true,
+            Retire::Lease(lease) => {
+                let _ =
+                    lifecycle::close_retired(&runner, lease, shared.options.close_timeout).await;
+                return true;
+            }
+            Retire::Busy(done) => {
+                if timer
+                    .until(timer.after(bound), Completion::wait(done))
+                    .await
+                    .is_none()
+                {
+                    // Stuck: `close_all`/`shutdown` still reach the slot (it stays listed).
+                    return false;
+                }
+                step = Slot::retire_if(slot, |_, key| key.thread == Some(token));
+            }
         }
     }
 }
