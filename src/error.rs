@@ -206,7 +206,10 @@ impl Error {
         self.inner.kind == Kind::Body
     }
 
-    /// A URI given to [`Client::get`](crate::Client::get) did not parse.
+    /// A request's URI was refused before anything was sent: it does not parse, is
+    /// relative, names no host, has a scheme other than `http`/`https`, a port outside
+    /// 1..=65535, credentials (`user:password@`), or is `https` in a build without the
+    /// `rustls` feature. `Display` names the offending part.
     pub fn is_invalid_uri(&self) -> bool {
         self.inner.kind == Kind::InvalidUri
     }

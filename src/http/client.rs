@@ -19,6 +19,7 @@ use crate::http::config::Config;
 use crate::http::connect::{
     ConnTracker, DnsCache, Limits, Resolver, TrackingConnector, TrackingExecutor,
 };
+use crate::http::uri::{self, Target};
 use crate::managed::{ClientId, Managed, RequestGuard};
 use crate::manager::Shared;
 use crate::stats::Counters;
@@ -185,6 +186,10 @@ impl Client {
     /// body is finished or dropped.
     ///
     /// # Errors
+    /// [`Error::is_invalid_uri`], before anything is sent, when the URI is not an absolute
+    /// `http` or `https` URI with a host and a port from 1 to 65535 (or none), or carries
+    /// credentials (`user:password@`), or is `https` in a build without the `rustls`
+    /// feature; the message names the offending part.
     /// [`Error::is_no_runtime`] outside a runtime; [`Error::is_connect`] when connecting
     /// fails; [`Error::is_timeout`] when a deadline passes; [`Error::is_request`] for other
     /// failures; [`Error::is_closed`] when the client is closed and its manager is gone.
@@ -207,6 +212,8 @@ impl Client {
         &self,
         req: Request<B>,
     ) -> Result<Response<ResponseBody>, Error> {
+        // Before anything else: a request never goes anywhere its URI does not say.
+        Target::of(req.uri())?;
         let handle = Handle::try_current().map_err(|_| Error::no_runtime())?;
         let req = req.map(Into::into);
         if handle.id() == self.inner.runtime_id() {
@@ -245,8 +252,8 @@ impl Client {
     /// Sends a `GET` request to `uri`.
     ///
     /// # Errors
-    /// [`Error::is_invalid_uri`] (naming the URI) when it does not parse; otherwise as
-    /// [`request`](Client::request).
+    /// [`Error::is_invalid_uri`] (naming the URI) when it does not parse or is refused
+    /// (see [`request`](Client::request)); otherwise as [`request`](Client::request).
     ///
     /// # Examples
     ///
@@ -259,12 +266,9 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn get(&self, uri: &str) -> Result<Response<ResponseBody>, Error> {
-        let uri: Uri = uri
-            .parse()
-            .map_err(|e| Error::with_detail_and_source(Kind::InvalidUri, format!("{uri:?}"), e))?;
-        let req = Request::get(uri)
-            .body(Body::empty())
-            .map_err(|e| Error::with_source(Kind::InvalidUri, e))?;
+        let parsed: Uri = uri.parse().map_err(|e| uri::unparsable(uri, e))?;
+        let mut req = Request::new(Body::empty());
+        *req.uri_mut() = parsed;
         self.request(req).await
     }
 

@@ -31,6 +31,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 
 use crate::error::BoxError;
+use crate::http::uri::Target;
 use crate::idmap::IdMap;
 use crate::stats::Counters;
 
@@ -401,9 +402,22 @@ impl tower_service::Service<Uri> for TrackingConnector {
     }
 
     fn call(&mut self, uri: Uri) -> Connecting {
-        let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-        let host = uri.host().unwrap_or_default().to_owned();
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        // Checked again here, whoever built the request: this connector never guesses a
+        // scheme or a port.
+        let target = match Target::of(&uri) {
+            Ok(t) => t,
+            Err(e) => return Box::pin(std::future::ready(Err(BoxError::from(e)))),
+        };
+        let (https, host_port) = (target.https, target.host_port());
+        #[cfg(feature = "rustls")]
+        let server_name = target.bare_host().to_owned();
+        // hyper-util's connector falls back to a default port when it cannot read one:
+        // hand it the checked host and port explicitly.
+        let dst = Uri::builder()
+            .scheme(if https { "https" } else { "http" })
+            .authority(host_port.as_str())
+            .path_and_query("/")
+            .build();
         let mut http = self.http.clone();
         let (tracker, limits) = (Arc::clone(&self.tracker), Arc::clone(&self.limits));
         #[cfg(feature = "rustls")]
@@ -414,13 +428,14 @@ impl tower_service::Service<Uri> for TrackingConnector {
         // would sit in the queue and later open a connection nobody asked for.
         let origin = tokio::task::try_id();
         Box::pin(async move {
+            let dst =
+                dst.map_err(|e| BoxError::from(format!("invalid host {host_port:?}: {e}")))?;
             #[cfg(not(feature = "rustls"))]
             if https {
                 return Err(BoxError::from(
                     "https URIs need TLS: build rtlocal with the `rustls` feature",
                 ));
             }
-            let host_port = format!("{host}:{port}");
             let acquire = limits.acquire(&host_port);
             let mut acquire = std::pin::pin!(acquire);
             let permits = std::future::poll_fn(|cx| {
@@ -433,19 +448,23 @@ impl tower_service::Service<Uri> for TrackingConnector {
                 acquire.as_mut().poll(cx).map(Ok)
             })
             .await?;
-            let io = tower_service::Service::call(&mut http, uri)
+            let io = tower_service::Service::call(&mut http, dst)
                 .await
                 .map_err(BoxError::from)?;
             let tcp = tracker.register(io.into_inner(), permits)?;
             #[cfg(feature = "rustls")]
             if https {
-                let tls = tls.ok_or_else(|| BoxError::from("TLS is not configured"))?;
-                let name = rustls::pki_types::ServerName::try_from(
-                    host.trim_start_matches('[')
-                        .trim_end_matches(']')
-                        .to_owned(),
-                )
-                .map_err(|e| BoxError::from(format!("invalid TLS server name {host:?}: {e}")))?;
+                let tls = tls.ok_or_else(|| {
+                    BoxError::from(
+                        "https is unavailable: the TLS configuration could not be built when \
+                         the manager was created (build it with HttpClientManager::builder() \
+                         to see why)",
+                    )
+                })?;
+                let name =
+                    rustls::pki_types::ServerName::try_from(server_name.clone()).map_err(|e| {
+                        BoxError::from(format!("invalid TLS server name {server_name:?}: {e}"))
+                    })?;
                 let stream = tls.connect(name, tcp).await?;
                 return Ok(TokioIo::new(Conn::Tls(Box::new(stream))));
             }
@@ -603,5 +622,53 @@ impl AsyncWrite for Conn {
             #[cfg(feature = "rustls")]
             Conn::Tls(s) => s.is_write_vectored(),
         }
+    }
+}
+
+#[cfg(all(test, not(rtlocal_loom)))]
+mod tests {
+    use super::*;
+
+    fn connector() -> TrackingConnector {
+        let counters = Arc::new(Counters::default());
+        let mut http = HttpConnector::new_with_resolver(Resolver::new(None, Arc::clone(&counters)));
+        http.enforce_http(false);
+        TrackingConnector {
+            http,
+            tracker: ConnTracker::new(counters),
+            limits: Limits::new(None, None),
+            #[cfg(feature = "rustls")]
+            tls: None,
+        }
+    }
+
+    /// Whatever URI hyper-util hands the connector, it connects only where the URI says:
+    /// an unknown scheme or a bad port is an error, never a guess.
+    #[tokio::test]
+    async fn connector_refuses_what_it_cannot_honour() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("addr").port();
+        let wrapped = u32::from(port) + 65536;
+        let mut conn = connector();
+        for uri in [
+            format!("ftp://127.0.0.1:{port}"),
+            format!("htps://127.0.0.1:{port}"),
+            format!("http://127.0.0.1:{wrapped}"),
+            "http://127.0.0.1:0".to_owned(),
+            format!("http://u:p@127.0.0.1:{port}"),
+        ] {
+            let uri: Uri = uri.parse().expect("parses");
+            let err = tower_service::Service::call(&mut conn, uri.clone())
+                .await
+                .err()
+                .map(|e| e.to_string());
+            assert!(err.is_some(), "{uri} connected");
+        }
+        let accepted = listener.accept();
+        assert!(
+            matches!(&accepted, Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+            "a refused URI reached the listener: {accepted:?}"
+        );
     }
 }

@@ -8,3 +8,4 @@ pub(crate) mod client;
 pub(crate) mod config;
 pub(crate) mod connect;
 pub(crate) mod manager;
+pub(crate) mod uri;

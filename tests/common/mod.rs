@@ -343,3 +343,32 @@ impl<T> Drop for IdleRuntime<T> {
         }
     }
 }
+
+/// Panics seen in this process since [`watch_panics`] was first called, on any thread:
+/// test threads, runtime workers and background tasks alike.
+static PANICS: AtomicUsize = AtomicUsize::new(0);
+
+/// Installs (once per process) a panic hook that counts every panic on any thread, then
+/// calls the previous hook so the message is still printed. A tokio task that panics is
+/// caught by the runtime, so without the hook such a panic would go unnoticed.
+pub fn watch_panics() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.fetch_add(1, Ordering::SeqCst);
+            previous(info);
+        }));
+    });
+}
+
+/// How many panics the hook of [`watch_panics`] has counted.
+pub fn panics_seen() -> usize {
+    PANICS.load(Ordering::SeqCst)
+}
+
+/// Fails the test if any thread of the process panicked since [`watch_panics`].
+pub fn assert_no_panics() {
+    let n = panics_seen();
+    assert_eq!(n, 0, "{n} panic(s) on some thread (see the messages above)");
+}
