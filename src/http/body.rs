@@ -233,7 +233,8 @@ impl http_body::Body for ResponseBody {
                     f.failed();
                 }
                 return Poll::Ready(Some(Err(Error::timeout(
-                    "request_timeout passed while reading the response body",
+                    "request_timeout passed while reading the response body; raise it with \
+                     Builder::request_timeout if the server sends this slowly",
                 ))));
             }
         };

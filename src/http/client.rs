@@ -299,7 +299,8 @@ async fn dispatch(
         Err(_) => {
             Counters::inc(&client.counters.requests_failed);
             Err(Error::timeout(format!(
-                "request_timeout ({timeout:?}) passed before the response headers arrived"
+                "request_timeout ({timeout:?}) passed before the response headers arrived; \
+                 raise it with Builder::request_timeout if the server is this slow"
             )))
         }
     }

@@ -30,22 +30,10 @@ use tokio::runtime::Handle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 
-use crate::error::BoxError;
+use crate::error::{BoxError, ClientClosed};
 use crate::http::uri::Target;
 use crate::idmap::IdMap;
 use crate::stats::Counters;
-
-/// The error a closed client's connector and executor give hyper-util.
-#[derive(Debug)]
-pub(crate) struct ClientClosed;
-
-impl fmt::Display for ClientClosed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("client is closed")
-    }
-}
-
-impl std::error::Error for ClientClosed {}
 
 #[cfg(unix)]
 type RawSocket = std::os::fd::RawFd;
@@ -450,7 +438,10 @@ impl tower_service::Service<Uri> for TrackingConnector {
             .await?;
             let io = tower_service::Service::call(&mut http, dst)
                 .await
-                .map_err(BoxError::from)?;
+                .map_err(|e| ConnectTo {
+                    host_port: host_port.clone(),
+                    source: e.into(),
+                })?;
             let tcp = tracker.register(io.into_inner(), permits)?;
             #[cfg(feature = "rustls")]
             if https {
@@ -470,6 +461,26 @@ impl tower_service::Service<Uri> for TrackingConnector {
             }
             Ok(TokioIo::new(Conn::Plain(tcp)))
         })
+    }
+}
+
+/// A failed TCP connect, naming where it went; the cause stays in the chain (a
+/// connect timeout is recognised there).
+#[derive(Debug)]
+struct ConnectTo {
+    host_port: String,
+    source: BoxError,
+}
+
+impl fmt::Display for ConnectTo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "connecting to {} failed", self.host_port)
+    }
+}
+
+impl std::error::Error for ConnectTo {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
     }
 }
 
