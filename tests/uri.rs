@@ -158,3 +158,162 @@ async fn unparsable_uri_says_what_to_do() {
     assert!(shown.contains("\"http://a b/\""), "{shown}");
     assert!(shown.contains("absolute URI"), "{shown}");
 }
+
+mod generated {
+    use super::common::{self, TestServer, panics_seen, watch_panics};
+    use proptest::prelude::*;
+    use rtlocal::HttpClientManager;
+
+    fn server() -> &'static TestServer {
+        static SERVER: std::sync::OnceLock<TestServer> = std::sync::OnceLock::new();
+        SERVER.get_or_init(TestServer::start)
+    }
+
+    #[derive(Debug, Clone)]
+    enum Form {
+        Absolute,
+        /// `/path`
+        Relative,
+        /// `host:port`
+        AuthorityOnly,
+        /// `//host:port/`
+        SchemeRelative,
+    }
+
+    #[derive(Debug, Clone)]
+    struct Case {
+        form: Form,
+        scheme: String,
+        userinfo: String,
+        host: &'static str,
+        /// `None`: no port colon at all.
+        port: Option<String>,
+    }
+
+    impl Case {
+        fn uri(&self) -> String {
+            let port = self
+                .port
+                .as_ref()
+                .map(|p| format!(":{p}"))
+                .unwrap_or_default();
+            let authority = format!("{}{}{}", self.userinfo, self.host, port);
+            match self.form {
+                Form::Absolute => format!("{}://{authority}/p?q=1", self.scheme),
+                Form::Relative => "/p?q=1".to_owned(),
+                Form::AuthorityOnly => authority,
+                Form::SchemeRelative => format!("//{authority}/p"),
+            }
+        }
+
+        /// Whether the URI, read by the RFC, names the test server: then (over plain
+        /// http) the request must reach it; otherwise the server must see nothing.
+        fn names_the_server(&self, port: u16) -> bool {
+            matches!(self.form, Form::Absolute)
+                && self.userinfo.is_empty()
+                && matches!(self.host, "127.0.0.1" | "localhost")
+                && self.port.as_deref().is_some_and(|p| {
+                    !p.is_empty()
+                        && p.bytes().all(|b| b.is_ascii_digit())
+                        && p.parse::<u32>().ok() == Some(u32::from(port))
+                })
+        }
+    }
+
+    fn case(port: u16) -> impl Strategy<Value = Case> {
+        let scheme = prop_oneof![
+            4 => Just("http".to_owned()),
+            1 => Just("HTTP".to_owned()),
+            2 => Just("https".to_owned()),
+            1 => Just("ftp".to_owned()),
+            1 => Just("ws".to_owned()),
+            1 => Just("file".to_owned()),
+            1 => Just("htps".to_owned()),
+            2 => "[a-z][a-z0-9+.-]{0,6}",
+        ];
+        let userinfo = prop_oneof![
+            6 => Just(String::new()),
+            1 => Just("u@".to_owned()),
+            1 => Just("u:p@".to_owned()),
+            1 => Just(format!("127.0.0.1:{port}@")),
+        ];
+        let host = prop_oneof![
+            6 => Just("127.0.0.1"),
+            2 => Just("localhost"),
+            1 => Just("127.0.0.2"),
+            1 => Just("[::1]"),
+            1 => Just(""),
+        ];
+        let wrapped = u32::from(port) + 65536;
+        let port = prop_oneof![
+            1 => Just(None),
+            1 => Just(Some(String::new())),
+            1 => Just(Some("0".to_owned())),
+            1 => Just(Some("65535".to_owned())),
+            1 => Just(Some("65536".to_owned())),
+            1 => Just(Some("99999".to_owned())),
+            6 => Just(Some(port.to_string())),
+            2 => Just(Some(wrapped.to_string())),
+            1 => Just(Some(format!("+{port}"))),
+            1 => Just(Some(format!("0{port}"))),
+            1 => any::<u32>().prop_map(|p| Some(p.to_string())),
+        ];
+        let form = prop_oneof![
+            8 => Just(Form::Absolute),
+            1 => Just(Form::Relative),
+            1 => Just(Form::AuthorityOnly),
+            1 => Just(Form::SchemeRelative),
+        ];
+        (form, scheme, userinfo, host, port).prop_map(|(form, scheme, userinfo, host, port)| Case {
+            form,
+            scheme,
+            userinfo,
+            host,
+            port,
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn a_request_goes_where_its_uri_says_or_nowhere(c in case(server().addr.port())) {
+            watch_panics();
+            let panics_before = panics_seen();
+            let server = server();
+            let port = server.addr.port();
+            let uri = c.uri();
+            let (accepted, requests) = (server.accepted(), server.requests());
+            let manager = HttpClientManager::new();
+            let rt = common::current_thread_rt();
+            let result = common::block_on_guarded(&rt, async {
+                let client = manager.client().await?;
+                let resp = client.get(&uri).await?;
+                Ok::<_, rtlocal::Error>(common::text(resp).await)
+            });
+            drop(rt);
+            let names_server = c.names_the_server(port);
+            let plain = c.scheme.eq_ignore_ascii_case("http");
+            match result {
+                Ok(body) => {
+                    prop_assert!(names_server && plain, "{uri} was sent somewhere");
+                    prop_assert_eq!(body, "hello");
+                    prop_assert_eq!(server.requests(), requests + 1, "{} missed the server", uri);
+                }
+                Err(e) => {
+                    prop_assert!(!(names_server && plain), "{uri} names the server: {e}");
+                    prop_assert!(
+                        e.is_invalid_uri() || e.is_connect() || e.is_timeout(),
+                        "{uri}: unnamed error {e:?}"
+                    );
+                    prop_assert!(!e.to_string().is_empty());
+                    prop_assert_eq!(server.requests(), requests, "{} reached the server", uri);
+                    if !names_server {
+                        prop_assert_eq!(server.accepted(), accepted, "{} connected", uri);
+                    }
+                }
+            }
+            prop_assert_eq!(panics_seen(), panics_before, "{}: a thread panicked", uri);
+        }
+    }
+}

@@ -67,6 +67,19 @@ impl Default for Config {
     }
 }
 
+/// Durations at or beyond this (e.g. `Duration::MAX`) mean "never": hyper-util and
+/// `Instant` arithmetic panic on overflow, and ten years is longer than any process
+/// waits for a socket.
+pub(crate) const FOREVER: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
+
+/// The shortest timeout accepted: tokio's timer counts whole milliseconds, so anything
+/// shorter can expire before a loopback connect completes.
+const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+
+/// Connection limits at or beyond this mean "unlimited" (tokio's semaphores hold at
+/// most this many permits).
+pub(crate) const UNLIMITED: usize = tokio::sync::Semaphore::MAX_PERMITS;
+
 fn default_user_agent() -> HeaderValue {
     HeaderValue::from_static(concat!("rtlocal/", env!("CARGO_PKG_VERSION")))
 }
@@ -149,10 +162,10 @@ impl Builder {
     }
 
     /// How long closing a stale client (on a runtime change), `close_all` or a forced
-    /// `shutdown` waits for in-flight requests before it cuts them. Must be greater than
-    /// zero.
+    /// `shutdown` waits for in-flight requests before it cuts them.
     ///
-    /// Default is 5 seconds.
+    /// Default is 5 seconds. At least 1 ns ([`build`](Builder::build) rejects zero); at
+    /// most ten years (longer values, e.g. `Duration::MAX`, are cut to ten years).
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.config.close_timeout = timeout;
         self
@@ -162,7 +175,8 @@ impl Builder {
     /// the request timeout). A connect that overruns fails with both
     /// [`Error::is_connect`] and [`Error::is_timeout`]. `None` waits as long as the OS.
     ///
-    /// Default is 10 seconds.
+    /// Default is 10 seconds. At least 1 ms ([`build`](Builder::build) rejects less);
+    /// ten years or more (e.g. `Duration::MAX`) means `None`.
     pub fn connect_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.config.connect_timeout = timeout.into();
         self
@@ -173,7 +187,8 @@ impl Builder {
     /// request or body that overruns it fails with [`Error::is_timeout`]. `None` turns
     /// it off.
     ///
-    /// Default is 300 seconds.
+    /// Default is 300 seconds. At least 1 ms ([`build`](Builder::build) rejects less);
+    /// ten years or more (e.g. `Duration::MAX`) means `None`.
     pub fn request_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.config.request_timeout = timeout.into();
         self
@@ -182,7 +197,9 @@ impl Builder {
     /// How long an idle pooled connection is kept before it is closed (a timer is always
     /// wired in, so this works). `None` keeps idle connections until the client closes.
     ///
-    /// Default is 90 seconds.
+    /// Default is 90 seconds. At least 1 ns ([`build`](Builder::build) rejects zero:
+    /// use `pool_max_idle_per_host(0)` to keep nothing idle); ten years or more (e.g.
+    /// `Duration::MAX`) means `None`.
     pub fn pool_idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.config.pool_idle_timeout = timeout.into();
         self
@@ -190,7 +207,7 @@ impl Builder {
 
     /// The most idle connections kept per host. `0` disables pooling.
     ///
-    /// Default is unlimited.
+    /// Default is unlimited (`usize::MAX`); every value is accepted.
     pub fn pool_max_idle_per_host(mut self, max: usize) -> Self {
         self.config.pool_max_idle_per_host = max;
         self.pool_max_idle_set = true;
@@ -206,7 +223,9 @@ impl Builder {
     /// several hosts, keep `pool_idle_timeout` short or `pool_max_idle_per_host` low, or a
     /// request to one host can wait on another host's idle connections.
     ///
-    /// Default is unlimited.
+    /// Default is unlimited. At least 1 ([`build`](Builder::build) rejects 0); values of
+    /// `tokio::sync::Semaphore::MAX_PERMITS` (2⁶¹ − 1 on 64-bit) or more, e.g.
+    /// `usize::MAX`, mean unlimited.
     pub fn max_connections(mut self, max: usize) -> Self {
         self.config.max_connections = Some(max);
         self
@@ -216,7 +235,9 @@ impl Builder {
     /// `MaxConnsPerHost` or aiohttp's `limit_per_host`. Requests beyond it wait (bounded
     /// by their request timeout).
     ///
-    /// Default is unlimited.
+    /// Default is unlimited. At least 1 ([`build`](Builder::build) rejects 0, and a value
+    /// above `max_connections`); values of `tokio::sync::Semaphore::MAX_PERMITS` or more,
+    /// e.g. `usize::MAX`, mean unlimited.
     pub fn max_connections_per_host(mut self, max: usize) -> Self {
         self.config.max_connections_per_host = Some(max);
         self
@@ -244,7 +265,9 @@ impl Builder {
     /// `None` resolves on every new connection. [`Stats::dns_lookups`](crate::Stats)
     /// counts the resolutions made.
     ///
-    /// Default is `None`.
+    /// Default is `None`. At least 1 ns ([`build`](Builder::build) rejects zero: pass
+    /// `None` to turn the cache off); ten years or more (e.g. `Duration::MAX`) caches
+    /// for the life of the manager.
     pub fn dns_cache_ttl(mut self, ttl: impl Into<Option<Duration>>) -> Self {
         self.config.dns_cache_ttl = ttl.into();
         self
@@ -270,7 +293,9 @@ impl Builder {
     /// Headers sent on every request that does not set them itself. Replaces earlier
     /// defaults of the same names.
     ///
-    /// Default is `User-Agent: rtlocal/<version>`.
+    /// Default is `User-Agent: rtlocal/<version>`. `Content-Length` and
+    /// `Transfer-Encoding` are refused by [`build`](Builder::build): they belong to one
+    /// request's body.
     pub fn default_headers(mut self, headers: HeaderMap) -> Self {
         let defaults = Arc::make_mut(&mut self.config.default_headers);
         let mut last = None;
@@ -358,12 +383,15 @@ impl Builder {
     ///
     /// # Errors
     /// [`Error::is_config`], with a message naming the setting and the value, when a
-    /// timeout or limit is zero, settings contradict each other, a header value is
-    /// invalid, or a root certificate does not parse.
+    /// timeout or limit is zero, a connect or request timeout is under 1 ms, settings
+    /// contradict each other, a header value is invalid, or a root certificate does not
+    /// parse. Values past a setting's "at most" (see each setter) are not errors: they
+    /// mean no deadline or no limit.
     pub fn build(mut self) -> Result<HttpClientManager, Error> {
         if let Some(msg) = self.deferred_error.take() {
             return Err(Error::config(msg));
         }
+        self.clamp();
         let c = &self.config;
         c.options().validate()?;
         for (name, value, off) in [
@@ -396,6 +424,17 @@ impl Builder {
             }
         }
         for (name, value) in [
+            ("connect_timeout", c.connect_timeout),
+            ("request_timeout", c.request_timeout),
+        ] {
+            if let Some(d) = value.filter(|d| *d < MIN_TIMEOUT) {
+                return Err(Error::config(format!(
+                    "{name} must be at least {MIN_TIMEOUT:?} (got {d:?}): tokio's timer counts \
+                     whole milliseconds; pass None to turn it off"
+                )));
+            }
+        }
+        for (name, value) in [
             ("max_connections", c.max_connections),
             ("max_connections_per_host", c.max_connections_per_host),
         ] {
@@ -420,6 +459,18 @@ impl Builder {
                 c.pool_max_idle_per_host
             )));
         }
+        for name in [
+            http::header::CONTENT_LENGTH,
+            http::header::TRANSFER_ENCODING,
+        ] {
+            if c.default_headers.contains_key(&name) {
+                return Err(Error::config(format!(
+                    "default_headers must not set {name}: it describes one request's body, \
+                     and a wrong value makes the server wait for bytes that never come; set \
+                     it on the request, or let the client compute it"
+                )));
+            }
+        }
         if c.http2_prior_knowledge && c.http1_only {
             return Err(Error::config(
                 "http2_prior_knowledge() contradicts http1_only(): choose one",
@@ -430,6 +481,21 @@ impl Builder {
             self.config.tls = Some(self.tls_config()?);
         }
         Ok(HttpClientManager::from_config(self.config))
+    }
+
+    /// Applies the documented "means never / unlimited" rules, so nothing downstream
+    /// (tokio semaphores, `Instant` arithmetic in hyper-util) sees a value it panics on.
+    fn clamp(&mut self) {
+        let c = &mut self.config;
+        let never = |d: Option<Duration>| d.filter(|d| *d < FOREVER);
+        c.connect_timeout = never(c.connect_timeout);
+        c.request_timeout = never(c.request_timeout);
+        c.pool_idle_timeout = never(c.pool_idle_timeout);
+        c.dns_cache_ttl = c.dns_cache_ttl.map(|d| d.min(FOREVER));
+        c.close_timeout = c.close_timeout.min(FOREVER);
+        let unlimited = |n: Option<usize>| n.filter(|&n| n < UNLIMITED);
+        c.max_connections = unlimited(c.max_connections);
+        c.max_connections_per_host = unlimited(c.max_connections_per_host);
     }
 
     #[cfg(feature = "rustls")]
@@ -448,7 +514,10 @@ impl Builder {
         }
         for (i, cert) in self.tls.extra_roots.iter().enumerate() {
             roots.add(cert.clone()).map_err(|e| {
-                Error::config(format!("root certificate #{i} is not a usable CA: {e}"))
+                Error::config(format!(
+                    "add_root_certificate_*: root certificate #{i} is not a usable CA ({e}); \
+                     pass a CA certificate in DER or PEM form"
+                ))
             })?;
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
