@@ -7,5 +7,6 @@ pub(crate) mod body;
 pub(crate) mod client;
 pub(crate) mod config;
 pub(crate) mod connect;
+pub(crate) mod factory;
 pub(crate) mod manager;
 pub(crate) mod uri;

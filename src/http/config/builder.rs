@@ -1,4 +1,4 @@
-//! [`Builder`]: one validated configuration for every client a manager builds.
+//! [`Builder`]: the setters, each stating its default and its range.
 
 use std::fmt;
 use std::sync::Arc;
@@ -6,85 +6,10 @@ use std::time::Duration;
 
 use http::header::{HeaderMap, HeaderValue, USER_AGENT};
 
-use crate::error::Error;
-use crate::http::manager::HttpClientManager;
-use crate::manager::{Options, Sharing};
+use crate::http::config::settings::Config;
+use crate::manager::Sharing;
 
-/// The resolved settings, shared by every client of one manager.
-#[derive(Clone, Debug)]
-pub(crate) struct Config {
-    pub(crate) close_timeout: Duration,
-    pub(crate) sharing: Sharing,
-    pub(crate) connect_timeout: Option<Duration>,
-    pub(crate) request_timeout: Option<Duration>,
-    pub(crate) pool_idle_timeout: Option<Duration>,
-    pub(crate) pool_max_idle_per_host: usize,
-    pub(crate) max_connections: Option<usize>,
-    pub(crate) max_connections_per_host: Option<usize>,
-    pub(crate) keep_alive: bool,
-    pub(crate) tcp_nodelay: bool,
-    pub(crate) dns_cache_ttl: Option<Duration>,
-    pub(crate) http2_prior_knowledge: bool,
-    pub(crate) http1_only: bool,
-    /// Sent when a request has none of the same name (includes `User-Agent`).
-    pub(crate) default_headers: Arc<HeaderMap>,
-    #[cfg(feature = "rustls")]
-    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
-}
-
-impl Config {
-    /// The settings every manager has, whatever its factory.
-    pub(crate) fn options(&self) -> Options {
-        Options {
-            close_timeout: self.close_timeout,
-            sharing: self.sharing,
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        let mut default_headers = HeaderMap::new();
-        default_headers.insert(USER_AGENT, default_user_agent());
-        Config {
-            close_timeout: Duration::from_secs(5),
-            sharing: Sharing::PerThread,
-            connect_timeout: Some(Duration::from_secs(10)),
-            request_timeout: Some(Duration::from_secs(300)),
-            pool_idle_timeout: Some(Duration::from_secs(90)),
-            pool_max_idle_per_host: usize::MAX,
-            max_connections: None,
-            max_connections_per_host: None,
-            keep_alive: true,
-            tcp_nodelay: true,
-            dns_cache_ttl: None,
-            http2_prior_knowledge: false,
-            http1_only: false,
-            default_headers: Arc::new(default_headers),
-            #[cfg(feature = "rustls")]
-            tls: None,
-        }
-    }
-}
-
-/// Durations at or beyond this (e.g. `Duration::MAX`) mean "never": hyper-util and
-/// `Instant` arithmetic panic on overflow, and ten years is longer than any process
-/// waits for a socket.
-pub(crate) const FOREVER: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
-
-/// The shortest timeout accepted: tokio's timer counts whole milliseconds, so anything
-/// shorter can expire before a loopback connect completes.
-const MIN_TIMEOUT: Duration = Duration::from_millis(1);
-
-/// Connection limits at or beyond this mean "unlimited" (tokio's semaphores hold at
-/// most this many permits).
-pub(crate) const UNLIMITED: usize = tokio::sync::Semaphore::MAX_PERMITS;
-
-fn default_user_agent() -> HeaderValue {
-    HeaderValue::from_static(concat!("rtlocal/", env!("CARGO_PKG_VERSION")))
-}
-
-/// Configures an [`HttpClientManager`]: every client it builds uses this one validated
+/// Configures an [`HttpClientManager`](crate::HttpClientManager): every client it builds uses this one validated
 /// configuration.
 ///
 /// Every setter states its default. Settings that can be turned off take
@@ -122,18 +47,21 @@ fn default_user_agent() -> HeaderValue {
 /// ```
 #[derive(Clone)]
 pub struct Builder {
-    config: Config,
-    pool_max_idle_set: bool,
-    deferred_error: Option<String>,
+    pub(super) config: Config,
+    /// Whether `pool_max_idle_per_host` was set (its default does not contradict
+    /// `keep_alive(false)`).
+    pub(super) pool_max_idle_set: bool,
+    /// The first setter error, reported by `build`.
+    pub(super) deferred_error: Option<String>,
     #[cfg(feature = "rustls")]
-    tls: TlsSettings,
+    pub(super) tls: TlsSettings,
 }
 
 #[cfg(feature = "rustls")]
 #[derive(Clone, Default)]
-struct TlsSettings {
-    extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
-    no_built_in_roots: bool,
+pub(super) struct TlsSettings {
+    pub(super) extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    pub(super) no_built_in_roots: bool,
 }
 
 impl Builder {
@@ -173,7 +101,7 @@ impl Builder {
 
     /// Deadline for establishing a TCP connection (and the TLS handshake is bounded by
     /// the request timeout). A connect that overruns fails with both
-    /// [`Error::is_connect`] and [`Error::is_timeout`]. `None` waits as long as the OS.
+    /// [`Error::is_connect`](crate::Error::is_connect) and [`Error::is_timeout`](crate::Error::is_timeout). `None` waits as long as the OS.
     ///
     /// Default is 10 seconds. At least 1 ms ([`build`](Builder::build) rejects less);
     /// ten years or more (e.g. `Duration::MAX`) means `None`.
@@ -184,7 +112,7 @@ impl Builder {
 
     /// A total deadline for each request: from the start of the request (including
     /// waiting for a connection, connecting and TLS) to the end of the response body. A
-    /// request or body that overruns it fails with [`Error::is_timeout`]. `None` turns
+    /// request or body that overruns it fails with [`Error::is_timeout`](crate::Error::is_timeout). `None` turns
     /// it off.
     ///
     /// Default is 300 seconds. At least 1 ms ([`build`](Builder::build) rejects less);
@@ -377,163 +305,6 @@ impl Builder {
     pub fn tls_built_in_roots(mut self, enabled: bool) -> Self {
         self.tls.no_built_in_roots = !enabled;
         self
-    }
-
-    /// Validates the settings and builds the manager.
-    ///
-    /// # Errors
-    /// [`Error::is_config`], with a message naming the setting and the value, when a
-    /// timeout or limit is zero, a connect or request timeout is under 1 ms, settings
-    /// contradict each other, a header value is invalid, or a root certificate does not
-    /// parse. Values past a setting's "at most" (see each setter) are not errors: they
-    /// mean no deadline or no limit.
-    pub fn build(mut self) -> Result<HttpClientManager, Error> {
-        if let Some(msg) = self.deferred_error.take() {
-            return Err(Error::config(msg));
-        }
-        self.clamp();
-        let c = &self.config;
-        c.options().validate()?;
-        for (name, value, off) in [
-            (
-                "connect_timeout",
-                c.connect_timeout,
-                "pass None to turn it off",
-            ),
-            (
-                "request_timeout",
-                c.request_timeout,
-                "pass None to turn it off",
-            ),
-            (
-                "pool_idle_timeout",
-                c.pool_idle_timeout,
-                "pass None to keep idle connections, or pool_max_idle_per_host(0) to \
-                 disable pooling",
-            ),
-            (
-                "dns_cache_ttl",
-                c.dns_cache_ttl,
-                "pass None to turn the cache off",
-            ),
-        ] {
-            if value.is_some_and(|d| d.is_zero()) {
-                return Err(Error::config(format!(
-                    "{name} must be greater than zero (got 0s); {off}"
-                )));
-            }
-        }
-        for (name, value) in [
-            ("connect_timeout", c.connect_timeout),
-            ("request_timeout", c.request_timeout),
-        ] {
-            if let Some(d) = value.filter(|d| *d < MIN_TIMEOUT) {
-                return Err(Error::config(format!(
-                    "{name} must be at least {MIN_TIMEOUT:?} (got {d:?}): tokio's timer counts \
-                     whole milliseconds; pass None to turn it off"
-                )));
-            }
-        }
-        for (name, value) in [
-            ("max_connections", c.max_connections),
-            ("max_connections_per_host", c.max_connections_per_host),
-        ] {
-            if value == Some(0) {
-                return Err(Error::config(format!(
-                    "{name} must be at least 1 (got 0): no request could ever connect"
-                )));
-            }
-        }
-        if let (Some(total), Some(per_host)) = (c.max_connections, c.max_connections_per_host) {
-            if per_host > total {
-                return Err(Error::config(format!(
-                    "max_connections_per_host ({per_host}) is greater than max_connections \
-                     ({total}); it could never be reached"
-                )));
-            }
-        }
-        if !c.keep_alive && self.pool_max_idle_set && c.pool_max_idle_per_host > 0 {
-            return Err(Error::config(format!(
-                "keep_alive(false) contradicts pool_max_idle_per_host({}): without keep-alive \
-                 no connection is kept idle",
-                c.pool_max_idle_per_host
-            )));
-        }
-        for name in [
-            http::header::CONTENT_LENGTH,
-            http::header::TRANSFER_ENCODING,
-        ] {
-            if c.default_headers.contains_key(&name) {
-                return Err(Error::config(format!(
-                    "default_headers must not set {name}: it describes one request's body, \
-                     and a wrong value makes the server wait for bytes that never come; set \
-                     it on the request, or let the client compute it"
-                )));
-            }
-        }
-        if c.http2_prior_knowledge && c.http1_only {
-            return Err(Error::config(
-                "http2_prior_knowledge() contradicts http1_only(): choose one",
-            ));
-        }
-        #[cfg(feature = "rustls")]
-        {
-            self.config.tls = Some(self.tls_config()?);
-        }
-        Ok(HttpClientManager::from_config(self.config))
-    }
-
-    /// Applies the documented "means never / unlimited" rules, so nothing downstream
-    /// (tokio semaphores, `Instant` arithmetic in hyper-util) sees a value it panics on.
-    fn clamp(&mut self) {
-        let c = &mut self.config;
-        let never = |d: Option<Duration>| d.filter(|d| *d < FOREVER);
-        c.connect_timeout = never(c.connect_timeout);
-        c.request_timeout = never(c.request_timeout);
-        c.pool_idle_timeout = never(c.pool_idle_timeout);
-        c.dns_cache_ttl = c.dns_cache_ttl.map(|d| d.min(FOREVER));
-        c.close_timeout = c.close_timeout.min(FOREVER);
-        let unlimited = |n: Option<usize>| n.filter(|&n| n < UNLIMITED);
-        c.max_connections = unlimited(c.max_connections);
-        c.max_connections_per_host = unlimited(c.max_connections_per_host);
-    }
-
-    #[cfg(feature = "rustls")]
-    fn tls_config(&self) -> Result<Arc<rustls::ClientConfig>, Error> {
-        let mut roots = rustls::RootCertStore::empty();
-        if !self.tls.no_built_in_roots {
-            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-            #[cfg(feature = "rustls-native-roots")]
-            {
-                let native = rustls_native_certs::load_native_certs();
-                for cert in native.certs {
-                    // A malformed system certificate is skipped, as browsers do.
-                    let _ = roots.add(cert);
-                }
-            }
-        }
-        for (i, cert) in self.tls.extra_roots.iter().enumerate() {
-            roots.add(cert.clone()).map_err(|e| {
-                Error::config(format!(
-                    "add_root_certificate_*: root certificate #{i} is not a usable CA ({e}); \
-                     pass a CA certificate in DER or PEM form"
-                ))
-            })?;
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Error::config(format!("TLS protocol versions: {e}")))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tls.alpn_protocols = if self.config.http2_prior_knowledge {
-            vec![b"h2".to_vec()]
-        } else if self.config.http1_only {
-            vec![b"http/1.1".to_vec()]
-        } else {
-            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-        };
-        Ok(Arc::new(tls))
     }
 }
 
