@@ -1,6 +1,7 @@
 //! [`Client`]: a cheap handle on one hyper-util client bound to one runtime.
 
 use std::fmt;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response, Uri};
 use hyper_util::client::legacy::ResponseFuture;
@@ -9,6 +10,9 @@ use tokio::runtime::{self, Handle};
 use crate::error::{Error, Kind};
 use crate::http::body::request::Body;
 use crate::http::body::response::ResponseBody;
+use crate::http::connect::Busy;
+use crate::http::deadline::{Deadline, with_deadline};
+use crate::http::enter::InRuntime;
 use crate::http::factory::{HyperFactory, HyperParts, InFlight};
 use crate::http::uri::{self, Target};
 use crate::managed::{ClientId, Managed};
@@ -80,6 +84,12 @@ impl Client {
     /// the request is re-routed to the manager's client for the current thread and
     /// runtime (see the type docs). The request counts as in flight until the response
     /// body is finished or dropped.
+    ///
+    /// # Polling
+    /// The future must first be polled inside a tokio runtime (otherwise it fails at once
+    /// with [`Error::is_no_runtime`]). Once started it may be finished anywhere, by any
+    /// executor: each poll runs inside the client's runtime, so sockets and timers stay
+    /// there, and the request timeout holds without any runtime.
     ///
     /// # Errors
     /// [`Error::is_invalid_uri`], before anything is sent, when the URI is not an absolute
@@ -176,23 +186,32 @@ impl Client {
 
 /// Sends a request counted by `guard`, under the request timeout. The request is handed
 /// to hyper-util before the first await, so the future holds little more than
-/// hyper-util's boxed future and the guard.
+/// hyper-util's boxed future, the guard and the deadline.
+///
+/// Safe to poll from anywhere once started: hyper-util's future is polled inside the
+/// client's runtime ([`InRuntime`]) and the deadline needs no runtime ([`Deadline`]).
 async fn dispatch(
     client: &HyperParts,
     req: Request<Body>,
     guard: InFlight,
 ) -> Result<Response<ResponseBody>, Error> {
-    // A timeout too large to add to `now` (e.g. `Duration::MAX`) means no deadline.
-    let Some((timeout, deadline)) = client
+    // Before hyper-util can pick a pooled connection (see connect/idle.rs).
+    let busy = client.tracker.busy();
+    // A timeout too large to add to `now` means no deadline (build() clamps it anyway).
+    let timeout = client
         .request_timeout
-        .and_then(|t| Some((t, tokio::time::Instant::now().checked_add(t)?)))
-    else {
-        return finish(client.send(req), guard, None).await;
+        .and_then(|t| Some((t, Instant::now().checked_add(t)?)));
+    let sent = InRuntime::new(&client.handle, client.send(req));
+    let Some((timeout, at)) = timeout else {
+        return finish(sent, guard, busy, None).await;
     };
-    let sent = client.send(req);
-    match tokio::time::timeout_at(deadline, finish(sent, guard, Some(deadline))).await {
+    // The body carries the deadline on; until the headers arrive it is polled here.
+    let mut deadline = Deadline::new(at);
+    let body_deadline = Deadline::new(at);
+    let finished = finish(sent, guard, busy, Some((timeout, body_deadline)));
+    match with_deadline(finished, &mut deadline).await {
         Ok(result) => result,
-        Err(_) => {
+        Err(()) => {
             Counters::inc(&client.counters.requests_failed);
             Err(Error::timeout(format!(
                 "request_timeout ({timeout:?}) passed before the response headers arrived; \
@@ -203,19 +222,24 @@ async fn dispatch(
 }
 
 async fn finish(
-    sent: ResponseFuture,
+    sent: InRuntime<ResponseFuture>,
     guard: InFlight,
-    deadline: Option<tokio::time::Instant>,
+    busy: Option<Busy>,
+    timeout: Option<(Duration, Deadline)>,
 ) -> Result<Response<ResponseBody>, Error> {
     match sent.await {
-        Ok(resp) => Ok(resp.map(|b| ResponseBody::new(b, guard, deadline))),
-        Err(e) => {
+        Ok(Ok(resp)) => Ok(resp.map(|b| ResponseBody::new(b, guard, busy, timeout))),
+        Ok(Err(e)) => {
             let cut = guard.client_closed();
             guard.failed();
             if cut {
                 return Err(Error::cut(e));
             }
             Err(Error::from_client(e))
+        }
+        Err(e) => {
+            guard.failed();
+            Err(e)
         }
     }
 }

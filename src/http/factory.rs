@@ -33,6 +33,8 @@ pub(crate) struct HyperFactory {
 /// What a hyper-util client of the manager is made of.
 pub(crate) struct HyperParts {
     hyper: HyperClient<TrackingConnector, Body>,
+    /// The runtime the client's connections live on.
+    pub(crate) handle: Handle,
     pub(crate) tracker: Arc<ConnTracker>,
     default_headers: Arc<HeaderMap>,
     keep_alive: bool,
@@ -60,7 +62,9 @@ impl ClientFactory for HyperFactory {
     fn build(&self, handle: &Handle) -> Result<HyperParts, Error> {
         let config = &self.config;
         let counters = &self.counters;
-        let tracker = ConnTracker::new(Arc::clone(counters));
+        let pooling = config.keep_alive && config.pool_max_idle_per_host > 0;
+        let idle_timeout = config.pool_idle_timeout.filter(|_| pooling);
+        let tracker = ConnTracker::new(Arc::clone(counters), idle_timeout);
         let mut http =
             HttpConnector::new_with_resolver(Resolver::new(self.dns.clone(), Arc::clone(counters)));
         http.set_nodelay(config.tcp_nodelay);
@@ -91,6 +95,7 @@ impl ClientFactory for HyperFactory {
             .http2_only(config.http2_prior_knowledge);
         Ok(HyperParts {
             hyper: builder.build(connector),
+            handle: handle.clone(),
             tracker,
             default_headers: Arc::clone(&config.default_headers),
             keep_alive: config.keep_alive,

@@ -1,20 +1,28 @@
 //! [`ResponseBody`]: what a response brings back, counted in flight until it ends.
 
 use std::fmt;
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
 use crate::error::{Error, Kind};
+use crate::http::connect::Busy;
+use crate::http::deadline::Deadline;
 use crate::http::factory::InFlight;
 
 /// A response body: the bytes the server sent, as an [`http_body::Body`].
 ///
 /// The request counts as in flight until this body has been read to the end or dropped;
-/// a graceful close waits for that (up to its deadline). Use
+/// a graceful close waits for that (up to its deadline).
+///
+/// The body can be read anywhere: on another runtime, by another executor on a plain
+/// thread, or after its client's runtime is gone (then it ends with an error). The bytes
+/// come from the connection, which runs on the client's runtime: a `current_thread`
+/// runtime that nobody drives delivers nothing, and the read then ends when the request
+/// timeout passes (the timeout is kept by a timer thread, not by the runtime). Use
 /// [`http_body_util::BodyExt::collect`] to read it whole.
 ///
 /// ```
@@ -49,27 +57,36 @@ use crate::http::factory::InFlight;
 pub struct ResponseBody {
     incoming: hyper::body::Incoming,
     in_flight: Option<InFlight>,
-    /// The request timeout's deadline; the timer is armed only if the body has to wait.
-    deadline: Option<tokio::time::Instant>,
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Keeps the client's idle reaper off the connection until the body ends.
+    busy: Option<Busy>,
+    /// The request timeout and its deadline.
+    timeout: Option<(Duration, Deadline)>,
 }
 
 impl ResponseBody {
     pub(crate) fn new(
         incoming: hyper::body::Incoming,
         in_flight: InFlight,
-        deadline: Option<tokio::time::Instant>,
+        busy: Option<Busy>,
+        timeout: Option<(Duration, Deadline)>,
     ) -> Self {
         let mut body = ResponseBody {
             incoming,
             in_flight: Some(in_flight),
-            deadline,
-            timer: None,
+            busy,
+            timeout,
         };
         if http_body::Body::is_end_stream(&body.incoming) {
-            body.in_flight = None;
+            body.finish();
         }
         body
+    }
+
+    /// The request is over: no longer in flight, its deadline and connection released.
+    fn finish(&mut self) -> Option<InFlight> {
+        self.busy = None;
+        self.timeout = None;
+        self.in_flight.take()
     }
 }
 
@@ -81,6 +98,9 @@ impl fmt::Debug for ResponseBody {
     }
 }
 
+// Safe to poll from any executor or thread, inside or outside a runtime, and after the
+// client's runtime is gone: the bytes arrive through a channel from the connection task,
+// and the request timeout is a `Deadline`, which needs no runtime.
 impl http_body::Body for ResponseBody {
     type Data = Bytes;
     type Error = Error;
@@ -93,35 +113,32 @@ impl http_body::Body for ResponseBody {
         let res = match Pin::new(&mut this.incoming).poll_frame(cx) {
             Poll::Ready(res) => res,
             Poll::Pending => {
-                let Some(deadline) = this.deadline else {
+                let Some((timeout, deadline)) = this.timeout.as_mut() else {
                     return Poll::Pending;
                 };
-                let timer = this
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                if timer.as_mut().poll(cx).is_pending() {
+                if deadline.poll_elapsed(cx).is_pending() {
                     return Poll::Pending;
                 }
-                this.deadline = None;
-                if let Some(f) = this.in_flight.take() {
+                let timeout = *timeout;
+                if let Some(f) = this.finish() {
                     f.failed();
                 }
-                return Poll::Ready(Some(Err(Error::timeout(
-                    "request_timeout passed while reading the response body; raise it with \
-                     Builder::request_timeout if the server sends this slowly",
-                ))));
+                return Poll::Ready(Some(Err(Error::timeout(format!(
+                    "request_timeout ({timeout:?}) passed while reading the response body; \
+                     raise it with Builder::request_timeout if the server sends this slowly"
+                )))));
             }
         };
         match res {
             Some(Ok(frame)) => {
                 if http_body::Body::is_end_stream(&this.incoming) {
-                    this.in_flight = None;
+                    this.finish();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Some(Err(e)) => {
                 let cut = this.in_flight.as_ref().is_some_and(InFlight::client_closed);
-                if let Some(f) = this.in_flight.take() {
+                if let Some(f) = this.finish() {
                     f.failed();
                 }
                 let err = if cut {
@@ -132,7 +149,7 @@ impl http_body::Body for ResponseBody {
                 Poll::Ready(Some(Err(err)))
             }
             None => {
-                this.in_flight = None;
+                this.finish();
                 Poll::Ready(None)
             }
         }

@@ -122,8 +122,16 @@ impl Builder {
         self
     }
 
-    /// How long an idle pooled connection is kept before it is closed (a timer is always
-    /// wired in, so this works). `None` keeps idle connections until the client closes.
+    /// How long an idle pooled connection is kept before it is closed. `None` keeps idle
+    /// connections until the client closes.
+    ///
+    /// This holds whether or not the client's runtime is running: besides hyper-util's
+    /// own eviction (a task on that runtime), a process-wide timer thread shuts down the
+    /// sockets of a client that has had no request in flight for this long, so a
+    /// `current_thread` runtime that idles between jobs does not keep connections open.
+    /// The close happens between one and two timeouts after the client's last request
+    /// ended; a request that then picks such a connection from the pool is retried on a
+    /// new one.
     ///
     /// Default is 90 seconds. At least 1 ns ([`build`](Builder::build) rejects zero:
     /// use `pool_max_idle_per_host(0)` to keep nothing idle); ten years or more (e.g.

@@ -140,7 +140,7 @@ mod tests {
         http.enforce_http(false);
         TrackingConnector {
             http,
-            tracker: ConnTracker::new(counters),
+            tracker: ConnTracker::new(counters, None),
             limits: Limits::new(None, None),
             #[cfg(feature = "rustls")]
             tls: None,

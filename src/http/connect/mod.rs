@@ -13,7 +13,9 @@
 mod connector;
 mod dns;
 mod executor;
+mod idle;
 mod limits;
+mod socket;
 mod stream;
 #[cfg(feature = "rustls")]
 mod tls;
@@ -22,5 +24,6 @@ mod tracker;
 pub(crate) use connector::TrackingConnector;
 pub(crate) use dns::{DnsCache, Resolver};
 pub(crate) use executor::TrackingExecutor;
+pub(crate) use idle::Busy;
 pub(crate) use limits::Limits;
 pub(crate) use tracker::ConnTracker;

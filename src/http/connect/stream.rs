@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::http::connect::tracker::TrackedTcp;
+use crate::http::connect::socket::TrackedTcp;
 
 /// One connection: plain TCP or TLS over it.
 pub(crate) enum Conn {

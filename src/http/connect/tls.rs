@@ -3,8 +3,8 @@
 use tokio_rustls::TlsConnector;
 
 use crate::error::BoxError;
+use crate::http::connect::socket::TrackedTcp;
 use crate::http::connect::stream::Conn;
-use crate::http::connect::tracker::TrackedTcp;
 
 /// Runs the TLS handshake for `server_name` (a DNS name or a bare IP) over `tcp`.
 pub(super) async fn handshake(

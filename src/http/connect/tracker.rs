@@ -8,46 +8,70 @@
 
 use std::fmt;
 use std::future::Future;
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::task::AbortHandle;
 
 use crate::error::{BoxError, ClientClosed};
 use crate::http::connect::limits::Permits;
+use crate::http::connect::socket::TrackedTcp;
+use crate::http::timer::{self, TimerKey};
 use crate::idmap::IdMap;
 use crate::stats::Counters;
 
 #[cfg(unix)]
-type RawSocket = std::os::fd::RawFd;
+pub(super) type RawSocket = std::os::fd::RawFd;
 #[cfg(not(unix))]
-type RawSocket = ();
+pub(super) type RawSocket = ();
 
 /// Every connection task and socket of one client.
 pub(crate) struct ConnTracker {
-    state: parking_lot::Mutex<TrackerState>,
-    counters: Arc<Counters>,
+    pub(super) state: parking_lot::Mutex<TrackerState>,
+    pub(super) counters: Arc<Counters>,
+    /// `pool_idle_timeout`, when idle connections are pooled at all.
+    pub(super) idle_timeout: Option<Duration>,
+    /// Requests started and not yet finished (see `idle.rs`).
+    pub(super) in_use: AtomicUsize,
+    /// When the latest request finished, in nanoseconds since `epoch`.
+    pub(super) last_release: AtomicU64,
+    /// Set while the idle reaper holds the lock and decides (see `idle.rs`).
+    pub(super) reaping: AtomicBool,
+    pub(super) epoch: Instant,
 }
 
 #[derive(Default)]
-struct TrackerState {
-    closed: bool,
+pub(super) struct TrackerState {
+    pub(super) closed: bool,
     next_id: u64,
     /// `None` between registration and `spawn` returning.
     tasks: IdMap<u64, Option<AbortHandle>>,
-    sockets: IdMap<u64, RawSocket>,
+    pub(super) sockets: IdMap<u64, Socket>,
+    /// The idle reaper's next check on the timer thread, if one is scheduled.
+    pub(super) reaper: Option<TimerKey>,
+}
+
+/// What the tracker keeps of an open socket.
+pub(super) struct Socket {
+    pub(super) raw: RawSocket,
+    pub(super) opened: Instant,
+    /// Shared with the [`TrackedTcp`]: set when the idle reaper shut the socket down.
+    pub(super) reaped: Arc<AtomicBool>,
 }
 
 impl ConnTracker {
-    pub(crate) fn new(counters: Arc<Counters>) -> Arc<Self> {
+    pub(crate) fn new(counters: Arc<Counters>, idle_timeout: Option<Duration>) -> Arc<Self> {
         Arc::new(ConnTracker {
             state: parking_lot::Mutex::new(TrackerState::default()),
             counters,
+            idle_timeout,
+            in_use: AtomicUsize::new(0),
+            last_release: AtomicU64::new(0),
+            reaping: AtomicBool::new(false),
+            epoch: Instant::now(),
         })
     }
 
@@ -100,7 +124,21 @@ impl ConnTracker {
         let raw = std::os::fd::AsRawFd::as_raw_fd(&stream);
         #[cfg(not(unix))]
         let raw = ();
-        st.sockets.insert(id, raw);
+        let reaped = Arc::new(AtomicBool::new(false));
+        let opened = Instant::now();
+        st.sockets.insert(
+            id,
+            Socket {
+                raw,
+                opened,
+                reaped: Arc::clone(&reaped),
+            },
+        );
+        if let Some(timeout) = self.idle_timeout {
+            if st.reaper.is_none() {
+                st.reaper = self.schedule_reaper(opened + timeout);
+            }
+        }
         drop(st);
         Counters::inc(&self.counters.connections_opened);
         Counters::inc(&self.counters.connections_open);
@@ -108,8 +146,15 @@ impl ConnTracker {
             stream,
             id,
             tracker: Arc::clone(self),
+            reaped,
             _permits: permits,
         })
+    }
+
+    /// Drops a socket's entry (its stream is being dropped); whether it was still
+    /// counted open (a close or the reaper may have shut it down and uncounted it).
+    pub(super) fn forget_socket(&self, id: u64) -> bool {
+        self.state.lock().sockets.remove(&id).is_some()
     }
 
     /// Refuses new connections and tasks, shuts every socket down on the wire and
@@ -118,9 +163,12 @@ impl ConnTracker {
         let tasks = {
             let mut st = self.state.lock();
             st.closed = true;
-            for (_, raw) in st.sockets.drain() {
-                shutdown_socket(raw);
+            for (_, socket) in st.sockets.drain() {
+                shutdown_socket(socket.raw);
                 Counters::dec(&self.counters.connections_open);
+            }
+            if let Some(key) = st.reaper.take() {
+                timer::cancel(key);
             }
             std::mem::take(&mut st.tasks)
         };
@@ -153,9 +201,9 @@ impl fmt::Debug for ConnTracker {
 }
 
 #[cfg(unix)]
-fn shutdown_socket(raw: RawSocket) {
-    // SAFETY: `raw` was taken from the tracker's map under its lock, and the lock is still
-    // held. A socket's entry is removed (under this lock) by `TrackedTcp::drop` before the
+pub(super) fn shutdown_socket(raw: RawSocket) {
+    // SAFETY: callers take `raw` from the tracker's map under its lock and still hold it.
+    // A socket's entry is removed (under this lock) by `TrackedTcp::drop` before the
     // stream that owns the fd is dropped, so the fd is open and is that socket.
     let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
     // ENOTCONN when the peer is already gone: nothing left to shut down.
@@ -163,7 +211,7 @@ fn shutdown_socket(raw: RawSocket) {
 }
 
 #[cfg(not(unix))]
-fn shutdown_socket(_: RawSocket) {}
+pub(super) fn shutdown_socket(_: RawSocket) {}
 
 struct TaskGuard {
     tracker: Arc<ConnTracker>,
@@ -173,68 +221,5 @@ struct TaskGuard {
 impl Drop for TaskGuard {
     fn drop(&mut self) {
         self.tracker.state.lock().tasks.remove(&self.id);
-    }
-}
-
-/// A tracked TCP stream holding its connection-limit permits.
-pub(crate) struct TrackedTcp {
-    stream: TcpStream,
-    id: u64,
-    tracker: Arc<ConnTracker>,
-    _permits: Permits,
-}
-
-impl Drop for TrackedTcp {
-    fn drop(&mut self) {
-        // Before `stream` (and its fd) is dropped: see the module docs. A socket that
-        // `close` already shut down was uncounted there.
-        if self.tracker.state.lock().sockets.remove(&self.id).is_some() {
-            Counters::dec(&self.tracker.counters.connections_open);
-        }
-    }
-}
-
-impl AsyncRead for TrackedTcp {
-    #[inline]
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TrackedTcp {
-    #[inline]
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    #[inline]
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    #[inline]
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-
-    #[inline]
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
     }
 }
