@@ -1,5 +1,6 @@
 //! Hostile but legitimate use of the HTTP client (issue 12): bodies and request futures
-//! polled from anywhere (class 4), and idle timeouts on a runtime that idles between
+//! polled from anywhere (class 4), a request future moved between tasks while it waits
+//! for a connection permit (class 6), and idle timeouts on a runtime that idles between
 //! jobs (class 2). Every test talks to a real server on 127.0.0.1; time bounds are hang
 //! guards only.
 
@@ -178,6 +179,79 @@ fn request_started_on_its_runtime_finishes_elsewhere() {
     drop(rt);
     assert_no_panics();
 }
+
+// ---- class 6: a request moved between tasks -----------------------------------------
+
+/// With `max_connections(1)` taken by a slow request, a second request waits for the
+/// permit; it is polled once in one task and finished by another. It must succeed: it
+/// was never served by a pooled connection, and it was not abandoned.
+#[test]
+fn request_moved_between_tasks_while_waiting_for_a_permit_succeeds() {
+    watch_panics();
+    for keep_alive in [true, false] {
+        let server = TestServer::start();
+        let manager = HttpClientManager::builder()
+            .max_connections(1)
+            .keep_alive(keep_alive)
+            .build()
+            .expect("build");
+        let rt = current_thread_rt();
+        let body = block_on_guarded(&rt, async {
+            let client = manager.client().await.expect("client");
+            let first = {
+                let client = client.clone();
+                let url = server.url("/slow/300");
+                tokio::spawn(async move { text(client.get(&url).await?).await.pipe_ok() })
+            };
+            server.requests_reached(1).await;
+            // Polled once in task one: it now waits for the only permit.
+            let url = server.url("/");
+            let mut second = Box::pin(async move { client.get(&url).await });
+            let Carried(second) = tokio::spawn(async move {
+                std::future::poll_fn(|cx| {
+                    assert!(
+                        second.as_mut().poll(cx).is_pending(),
+                        "waits for the permit"
+                    );
+                    Poll::Ready(())
+                })
+                .await;
+                Carried(second)
+            })
+            .await
+            .expect("task one");
+            // Finished in task two.
+            let second = tokio::spawn(async move { text(second.await?).await.pipe_ok() });
+            let first = first.await.expect("first task");
+            let second = second.await.expect("second task");
+            (first, second)
+        });
+        let (first, second) = body;
+        assert_eq!(first.expect("first request").as_str(), "slow");
+        assert_eq!(
+            second
+                .expect("a moved request must not be abandoned")
+                .as_str(),
+            "hello",
+            "keep_alive({keep_alive})"
+        );
+        if keep_alive {
+            // The second request took the first one's pooled connection; the connect
+            // it had started was given up, so no second connection was opened.
+            assert_eq!(server.accepted(), 1);
+        }
+        drop(rt);
+    }
+    assert_no_panics();
+}
+
+/// `Ok` for the `?` above: `text` returns a plain `String`.
+trait PipeOk: Sized {
+    fn pipe_ok(self) -> Result<Self, rtlocal::Error> {
+        Ok(self)
+    }
+}
+impl PipeOk for String {}
 
 // ---- class 2: idle timeouts on idle runtimes ----------------------------------------
 

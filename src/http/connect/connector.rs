@@ -13,6 +13,7 @@ use hyper_util::rt::TokioIo;
 
 use crate::error::BoxError;
 use crate::http::connect::dns::Resolver;
+use crate::http::connect::executor;
 use crate::http::connect::limits::Limits;
 use crate::http::connect::stream::Conn;
 #[cfg(feature = "rustls")]
@@ -63,11 +64,6 @@ impl tower_service::Service<Uri> for TrackingConnector {
         let (tracker, limits) = (Arc::clone(&self.tracker), Arc::clone(&self.limits));
         #[cfg(feature = "rustls")]
         let tls = self.tls.clone();
-        // hyper-util polls a new connect inside the request's task; if a pooled
-        // connection serves the request first, it moves the connect into a background
-        // task of its own. A connect still waiting for a permit then is not needed: it
-        // would sit in the queue and later open a connection nobody asked for.
-        let origin = tokio::task::try_id();
         Box::pin(async move {
             let dst =
                 dst.map_err(|e| BoxError::from(format!("invalid host {host_port:?}: {e}")))?;
@@ -79,11 +75,18 @@ impl tower_service::Service<Uri> for TrackingConnector {
             }
             let acquire = limits.acquire(&host_port);
             let mut acquire = std::pin::pin!(acquire);
+            // hyper-util polls a new connect as part of its request; if a pooled
+            // connection serves the request first, it moves the connect into a task of
+            // its own (through our executor). A connect still waiting for a permit then
+            // is needed by nobody: it would sit in the queue and later open a connection
+            // nobody asked for. Only that move is detected, not the request future
+            // changing tasks (an earlier check of the task id failed requests that were
+            // merely polled from another task).
             let permits = std::future::poll_fn(|cx| {
-                if tokio::task::try_id() != origin {
+                if executor::in_background() {
                     return Poll::Ready(Err(BoxError::from(
-                        "connect abandoned while waiting for a connection-limit permit: \
-                         a pooled connection served the request",
+                        "connect no longer needed: a pooled connection served its request \
+                         while it waited for a connection-limit permit",
                     )));
                 }
                 acquire.as_mut().poll(cx).map(Ok)
