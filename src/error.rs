@@ -6,6 +6,19 @@ use std::sync::Arc;
 
 pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
 
+/// The error a closed client's connector and executor give hyper-util; found again in
+/// the source chain to tell "the client was closed" from other failures.
+#[derive(Debug)]
+pub(crate) struct ClientClosed;
+
+impl fmt::Display for ClientClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the client is closed: it opens no new connections")
+    }
+}
+
+impl StdError for ClientClosed {}
+
 /// An error from `rtlocal`.
 ///
 /// Opaque on purpose: ask it what happened with the `is_*` predicates, and walk
@@ -87,12 +100,15 @@ impl Error {
         }
     }
 
+    /// An error caused by `source`, whose messages (the whole chain) `Display` repeats,
+    /// so the message says what went wrong without walking `source()`.
     pub(crate) fn with_source(kind: Kind, source: impl Into<BoxError>) -> Self {
+        let source = source.into();
         Error {
             inner: Arc::new(Inner {
                 kind,
-                detail: None,
-                source: Some(source.into()),
+                detail: Some(chain_text(&*source)),
+                source: Some(source),
             }),
         }
     }
@@ -136,18 +152,27 @@ impl Error {
     /// source chain, and everything else as a request error.
     #[cfg(not(rtlocal_loom))]
     pub(crate) fn from_client(err: hyper_util::client::legacy::Error) -> Self {
+        // hyper-util's own message ("client error (Connect)") says less than its causes.
+        let causes = err.source().map_or_else(|| err.to_string(), chain_text);
         if err.is_connect() {
             let kind = if chain_has_timeout(&err) {
                 Kind::ConnectTimeout
             } else {
                 Kind::Connect
             };
-            return Error::with_source(kind, err);
+            return Error::with_detail_and_source(kind, causes, err);
         }
         if chain_is_closed_client(&err) {
-            return Error::with_source(Kind::Closed, err);
+            return Error::with_detail_and_source(
+                Kind::Closed,
+                format!(
+                    "its connections were shut down while the request was being sent \
+                     ({causes}); send the request again: it goes to a fresh client"
+                ),
+                err,
+            );
         }
-        Error::with_source(Kind::Request, err)
+        Error::with_detail_and_source(Kind::Request, causes, err)
     }
 
     /// An error from a [`ClientFactory`](crate::ClientFactory) that could not build a
@@ -161,7 +186,7 @@ impl Error {
     /// ```
     pub fn build(source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
         let source = source.into();
-        Error::with_detail_and_source(Kind::Build, source.to_string(), source)
+        Error::with_detail_and_source(Kind::Build, chain_text(&*source), source)
     }
 
     /// `client()` was called outside a tokio runtime.
@@ -206,7 +231,10 @@ impl Error {
         self.inner.kind == Kind::Body
     }
 
-    /// A URI given to [`Client::get`](crate::Client::get) did not parse.
+    /// A request's URI was refused before anything was sent: it does not parse, is
+    /// relative, names no host, has a scheme other than `http`/`https`, a port outside
+    /// 1..=65535, credentials (`user:password@`), or is `https` in a build without the
+    /// `rustls` feature. `Display` names the offending part.
     pub fn is_invalid_uri(&self) -> bool {
         self.inner.kind == Kind::InvalidUri
     }
@@ -241,14 +269,34 @@ fn chain_has_timeout(err: &(dyn StdError + 'static)) -> bool {
 fn chain_is_closed_client(err: &(dyn StdError + 'static)) -> bool {
     let mut cur = Some(err);
     while let Some(e) = cur {
-        if e.downcast_ref::<crate::http::connect::ClientClosed>()
-            .is_some()
-        {
+        if e.downcast_ref::<ClientClosed>().is_some() {
             return true;
         }
         cur = e.source();
     }
     false
+}
+
+/// Every message of an error chain, outermost first, joined by ": "; a message that
+/// merely repeats the one before it (wrappers often do) is left out.
+fn chain_text(err: &(dyn StdError + 'static)) -> String {
+    let mut text = String::new();
+    let mut last = String::new();
+    let mut cur = Some(err);
+    // Bounded: a cyclic or absurdly deep chain must not make Display loop or grow.
+    for _ in 0..16 {
+        let Some(e) = cur else { break };
+        let msg = e.to_string();
+        if !msg.is_empty() && !last.contains(&msg) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&msg);
+        }
+        last = msg;
+        cur = e.source();
+    }
+    text
 }
 
 impl fmt::Display for Error {
@@ -266,15 +314,18 @@ impl fmt::Display for Error {
                 "the manager is shut down: it hands out no more clients (build a new manager \
                  if work must go on)"
             }
-            Kind::Connect => "could not connect to the server",
+            Kind::Connect => {
+                "could not connect to the server (check that it is running and that the URI's \
+                 host and port are right)"
+            }
             Kind::ConnectTimeout => {
                 "could not connect to the server: connect_timeout passed (raise it with \
                  Builder::connect_timeout)"
             }
             Kind::Timeout => "a deadline passed before the operation finished",
-            Kind::Request => "the request failed",
+            Kind::Request => "the request failed after connecting",
             Kind::Body => "reading the response body failed",
-            Kind::InvalidUri => "invalid URI",
+            Kind::InvalidUri => "the URI was refused, nothing was sent",
             Kind::Config => "invalid configuration",
             Kind::Build => "the client factory could not build a client",
         };
@@ -320,6 +371,34 @@ mod tests {
         assert!(s.starts_with("no tokio runtime"), "{s}");
         assert!(s.contains("#[tokio::main]"), "{s}");
         assert!(e.is_no_runtime() && !e.is_timeout());
+    }
+
+    #[test]
+    fn display_repeats_the_cause_chain_once() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl fmt::Display for Outer {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("error reading a body from connection")
+            }
+        }
+        impl StdError for Outer {
+            fn source(&self) -> Option<&(dyn StdError + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset");
+        let e = Error::with_source(Kind::Body, Outer(io));
+        assert_eq!(
+            e.to_string(),
+            "reading the response body failed: error reading a body from connection: \
+             connection reset"
+        );
+        let b = Error::build(std::io::Error::other("no credentials"));
+        assert_eq!(
+            b.to_string(),
+            "the client factory could not build a client: no credentials"
+        );
     }
 
     #[test]

@@ -1,119 +1,21 @@
-//! [`Client`]: a cheap handle on one hyper-util client bound to one runtime, and the
-//! [`HyperFactory`] that builds it for [`HttpClientManager`](crate::HttpClientManager).
+//! [`Client`]: a cheap handle on one hyper-util client bound to one runtime.
 
 use std::fmt;
-use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use http::header::{CONNECTION, HeaderMap, HeaderValue};
 use http::{Request, Response, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::{Client as HyperClient, ResponseFuture};
-use hyper_util::rt::TokioTimer;
+use hyper_util::client::legacy::ResponseFuture;
 use tokio::runtime::{self, Handle};
 
 use crate::error::{Error, Kind};
-use crate::http::body::{Body, ResponseBody};
-use crate::http::config::Config;
-use crate::http::connect::{
-    ConnTracker, DnsCache, Limits, Resolver, TrackingConnector, TrackingExecutor,
-};
-use crate::manager::{ClientFactory, ClientId, Counters, Managed, RequestGuard};
-
-/// Builds the hyper-util clients of an [`HttpClientManager`](crate::HttpClientManager):
-/// one validated [`Config`] for all of them, one DNS cache shared by all of them.
-pub(crate) struct HyperFactory {
-    config: Config,
-    /// Shared by every client: DNS answers do not belong to a runtime.
-    dns: Option<Arc<DnsCache>>,
-    counters: Arc<Counters>,
-}
-
-/// What a hyper-util client of the manager is made of.
-pub(crate) struct HyperParts {
-    hyper: HyperClient<TrackingConnector, Body>,
-    tracker: Arc<ConnTracker>,
-    default_headers: Arc<HeaderMap>,
-    keep_alive: bool,
-    request_timeout: Option<Duration>,
-    counters: Arc<Counters>,
-}
-
-/// A request in flight on a hyper-util client; ends when the response body finishes or
-/// is dropped.
-pub(crate) type InFlight = RequestGuard<HyperFactory>;
-
-impl HyperFactory {
-    pub(crate) fn new(config: Config, counters: Arc<Counters>) -> Self {
-        HyperFactory {
-            dns: config.dns_cache_ttl.map(DnsCache::new),
-            config,
-            counters,
-        }
-    }
-}
-
-impl ClientFactory for HyperFactory {
-    type Client = HyperParts;
-
-    async fn build(&self, handle: &Handle) -> Result<HyperParts, Error> {
-        let config = &self.config;
-        let counters = &self.counters;
-        let tracker = ConnTracker::new(Arc::clone(counters));
-        let mut http =
-            HttpConnector::new_with_resolver(Resolver::new(self.dns.clone(), Arc::clone(counters)));
-        http.set_nodelay(config.tcp_nodelay);
-        http.set_connect_timeout(config.connect_timeout);
-        // The connector handles `https` itself (TLS over the tracked socket).
-        http.enforce_http(false);
-        let connector = TrackingConnector {
-            http,
-            tracker: Arc::clone(&tracker),
-            limits: Limits::new(config.max_connections, config.max_connections_per_host),
-            #[cfg(feature = "rustls")]
-            tls: config.tls.clone().map(tokio_rustls::TlsConnector::from),
-        };
-        let exec = TrackingExecutor {
-            handle: handle.clone(),
-            tracker: Arc::clone(&tracker),
-        };
-        let mut builder = HyperClient::builder(exec);
-        builder
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_max_idle_per_host(if config.keep_alive {
-                config.pool_max_idle_per_host
-            } else {
-                0
-            })
-            .http2_only(config.http2_prior_knowledge);
-        Ok(HyperParts {
-            hyper: builder.build(connector),
-            tracker,
-            default_headers: Arc::clone(&config.default_headers),
-            keep_alive: config.keep_alive,
-            request_timeout: config.request_timeout,
-            counters: Arc::clone(counters),
-        })
-    }
-
-    fn close(&self, client: &HyperParts) -> impl std::future::Future<Output = ()> + Send {
-        // In-flight requests have drained: shut the idle pooled sockets on the wire, even
-        // if the runtime that owns their tasks is idle.
-        client.tracker.close();
-        std::future::ready(())
-    }
-
-    fn abort(&self, client: &HyperParts) {
-        client.tracker.close();
-    }
-
-    fn release(&self, client: &HyperParts) {
-        // The runtime is dropping the connection tasks, and their sockets with them.
-        client.tracker.refuse_new();
-    }
-}
+use crate::http::body::request::Body;
+use crate::http::body::response::ResponseBody;
+use crate::http::connect::Busy;
+use crate::http::deadline::{Deadline, with_deadline};
+use crate::http::enter::InRuntime;
+use crate::http::factory::{HyperFactory, HyperParts, InFlight};
+use crate::http::uri::{self, Target};
+use crate::manager::{ClientId, Counters, Managed};
 
 /// An HTTP client bound to the tokio runtime it was built on.
 ///
@@ -181,7 +83,17 @@ impl Client {
     /// runtime (see the type docs). The request counts as in flight until the response
     /// body is finished or dropped.
     ///
+    /// # Polling
+    /// The future must first be polled inside a tokio runtime (otherwise it fails at once
+    /// with [`Error::is_no_runtime`]). Once started it may be finished anywhere, by any
+    /// executor: each poll runs inside the client's runtime, so sockets and timers stay
+    /// there, and the request timeout holds without any runtime.
+    ///
     /// # Errors
+    /// [`Error::is_invalid_uri`], before anything is sent, when the URI is not an absolute
+    /// `http` or `https` URI with a host and a port from 1 to 65535 (or none), or carries
+    /// credentials (`user:password@`), or is `https` in a build without the `rustls`
+    /// feature; the message names the offending part.
     /// [`Error::is_no_runtime`] outside a runtime; [`Error::is_connect`] when connecting
     /// fails; [`Error::is_timeout`] when a deadline passes; [`Error::is_request`] for other
     /// failures; [`Error::is_closed`] when the client is closed and its manager is gone.
@@ -204,6 +116,8 @@ impl Client {
         &self,
         req: Request<B>,
     ) -> Result<Response<ResponseBody>, Error> {
+        // Before anything else: a request never goes anywhere its URI does not say.
+        Target::of(req.uri())?;
         let handle = Handle::try_current().map_err(|_| Error::no_runtime())?;
         let req = req.map(Into::into);
         if handle.id() == self.inner.runtime_id() {
@@ -242,8 +156,8 @@ impl Client {
     /// Sends a `GET` request to `uri`.
     ///
     /// # Errors
-    /// [`Error::is_invalid_uri`] (naming the URI) when it does not parse; otherwise as
-    /// [`request`](Client::request).
+    /// [`Error::is_invalid_uri`] (naming the URI) when it does not parse or is refused
+    /// (see [`request`](Client::request)); otherwise as [`request`](Client::request).
     ///
     /// # Examples
     ///
@@ -256,12 +170,9 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn get(&self, uri: &str) -> Result<Response<ResponseBody>, Error> {
-        let uri: Uri = uri
-            .parse()
-            .map_err(|e| Error::with_detail_and_source(Kind::InvalidUri, format!("{uri:?}"), e))?;
-        let req = Request::get(uri)
-            .body(Body::empty())
-            .map_err(|e| Error::with_source(Kind::InvalidUri, e))?;
+        let parsed: Uri = uri.parse().map_err(|e| uri::unparsable(uri, e))?;
+        let mut req = Request::new(Body::empty());
+        *req.uri_mut() = parsed;
         self.request(req).await
     }
 
@@ -273,39 +184,50 @@ impl Client {
 
 /// Sends a request counted by `guard`, under the request timeout. The request is handed
 /// to hyper-util before the first await, so the future holds little more than
-/// hyper-util's boxed future and the guard.
+/// hyper-util's boxed future, the guard and the deadline.
+///
+/// Safe to poll from anywhere once started: hyper-util's future is polled inside the
+/// client's runtime ([`InRuntime`]) and the deadline needs no runtime ([`Deadline`]).
 async fn dispatch(
     client: &HyperParts,
     req: Request<Body>,
     guard: InFlight,
 ) -> Result<Response<ResponseBody>, Error> {
-    // A timeout too large to add to `now` (e.g. `Duration::MAX`) means no deadline.
-    let Some((timeout, deadline)) = client
+    // Before hyper-util can pick a pooled connection (see connect/idle.rs).
+    let busy = client.tracker.busy();
+    // A timeout too large to add to `now` means no deadline (build() clamps it anyway).
+    let timeout = client
         .request_timeout
-        .and_then(|t| Some((t, tokio::time::Instant::now().checked_add(t)?)))
-    else {
-        return finish(client.send(req), guard, None).await;
+        .and_then(|t| Some((t, Instant::now().checked_add(t)?)));
+    let sent = InRuntime::new(&client.handle, client.send(req));
+    let Some((timeout, at)) = timeout else {
+        return finish(sent, guard, busy, None).await;
     };
-    let sent = client.send(req);
-    match tokio::time::timeout_at(deadline, finish(sent, guard, Some(deadline))).await {
+    // The body carries the deadline on; until the headers arrive it is polled here.
+    let mut deadline = Deadline::new(at);
+    let body_deadline = Deadline::new(at);
+    let finished = finish(sent, guard, busy, Some((timeout, body_deadline)));
+    match with_deadline(finished, &mut deadline).await {
         Ok(result) => result,
-        Err(_) => {
+        Err(()) => {
             Counters::inc(&client.counters.requests_failed);
             Err(Error::timeout(format!(
-                "request_timeout ({timeout:?}) passed before the response headers arrived"
+                "request_timeout ({timeout:?}) passed before the response headers arrived; \
+                 raise it with Builder::request_timeout if the server is this slow"
             )))
         }
     }
 }
 
 async fn finish(
-    sent: ResponseFuture,
+    sent: InRuntime<ResponseFuture>,
     guard: InFlight,
-    deadline: Option<tokio::time::Instant>,
+    busy: Option<Busy>,
+    timeout: Option<(Duration, Deadline)>,
 ) -> Result<Response<ResponseBody>, Error> {
     match sent.await {
-        Ok(resp) => Ok(resp.map(|b| ResponseBody::new(b, guard, deadline))),
-        Err(e) => {
+        Ok(Ok(resp)) => Ok(resp.map(|b| ResponseBody::new(b, guard, busy, timeout))),
+        Ok(Err(e)) => {
             let cut = guard.client_closed();
             guard.failed();
             if cut {
@@ -313,30 +235,10 @@ async fn finish(
             }
             Err(Error::from_client(e))
         }
-    }
-}
-
-impl HyperParts {
-    /// Hands the request to hyper-util, adding the default headers (and
-    /// `Connection: close` without keep-alive).
-    #[inline]
-    fn send(&self, mut req: Request<Body>) -> ResponseFuture {
-        if !self.default_headers.is_empty() {
-            let headers = req.headers_mut();
-            for name in self.default_headers.keys() {
-                if !headers.contains_key(name) {
-                    for value in self.default_headers.get_all(name) {
-                        headers.append(name.clone(), value.clone());
-                    }
-                }
-            }
+        Err(e) => {
+            guard.failed();
+            Err(e)
         }
-        if !self.keep_alive {
-            req.headers_mut()
-                .entry(CONNECTION)
-                .or_insert(HeaderValue::from_static("close"));
-        }
-        self.hyper.request(req)
     }
 }
 

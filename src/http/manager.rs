@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::http::client::{Client, HyperFactory};
+use crate::http::client::Client;
 use crate::http::config::{Builder, Config};
+use crate::http::factory::HyperFactory;
 use crate::manager::{CloseReport, Counters, Stats};
 use crate::manager::{Manager, Sharing};
 
@@ -169,6 +170,20 @@ impl HttpClientManager {
     /// Who shares a client (see [`Sharing`]).
     pub fn sharing(&self) -> Sharing {
         self.inner.sharing()
+    }
+}
+
+impl Builder {
+    /// Validates the settings and builds the manager.
+    ///
+    /// # Errors
+    /// [`Error::is_config`], with a message naming the setting and the value, when a
+    /// timeout or limit is zero, a connect or request timeout is under 1 ms, settings
+    /// contradict each other, a header value is invalid, or a root certificate does not
+    /// parse. Values past a setting's "at most" (see each setter) are not errors: they
+    /// mean no deadline or no limit.
+    pub fn build(self) -> Result<HttpClientManager, Error> {
+        self.into_config().map(HttpClientManager::from_config)
     }
 }
 

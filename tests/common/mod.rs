@@ -725,3 +725,103 @@ impl Drop for StreamServer {
         }
     }
 }
+
+/// Panics seen in this process since [`watch_panics`] was first called, on any thread:
+/// test threads, runtime workers and background tasks alike.
+static PANIC_COUNT: AtomicUsize = AtomicUsize::new(0);
+
+/// Installs (once per process) a panic hook that counts every panic on any thread, then
+/// calls the previous hook so the message is still printed. A tokio task that panics is
+/// caught by the runtime, so without the hook such a panic would go unnoticed.
+pub fn watch_panics() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANIC_COUNT.fetch_add(1, Ordering::SeqCst);
+            previous(info);
+        }));
+    });
+}
+
+/// How many panics the hook of [`watch_panics`] has counted.
+pub fn panics_seen() -> usize {
+    PANIC_COUNT.load(Ordering::SeqCst)
+}
+
+/// Fails the test if any thread of the process panicked since [`watch_panics`].
+pub fn assert_no_panics() {
+    let n = panics_seen();
+    assert_eq!(n, 0, "{n} panic(s) on some thread (see the messages above)");
+}
+
+/// Like [`TestServer`], but speaks HTTP/1.1 and HTTP/2 prior knowledge (h2c) on the same
+/// port, so clients with `http2_prior_knowledge()` work too. Counts as `TestServer` does.
+pub struct AutoServer {
+    pub addr: SocketAddr,
+    pub counts: Arc<Counts>,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl AutoServer {
+    pub fn start() -> AutoServer {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("auto-server")
+            .enable_all()
+            .build()
+            .expect("server runtime");
+        let counts = Arc::new(Counts::default());
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let c = Arc::clone(&counts);
+        rt.spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                c.accepted.fetch_add(1, Ordering::SeqCst);
+                let now_open = c.open.fetch_add(1, Ordering::SeqCst) + 1;
+                c.max_open.fetch_max(now_open, Ordering::SeqCst);
+                let c2 = Arc::clone(&c);
+                tokio::spawn(async move {
+                    let c3 = Arc::clone(&c2);
+                    let svc = service_fn(move |req| handle(req, Arc::clone(&c3)));
+                    let builder = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    );
+                    let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                    c2.open.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        AutoServer {
+            addr,
+            counts,
+            rt: Some(rt),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.counts.accepted.load(Ordering::SeqCst)
+    }
+
+    pub fn requests(&self) -> usize {
+        self.counts.requests.load(Ordering::SeqCst)
+    }
+
+    pub fn open(&self) -> usize {
+        self.counts.open.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for AutoServer {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}

@@ -1,4 +1,4 @@
-//! [`Builder`]: one validated configuration for every client a manager builds.
+//! [`Builder`]: the setters, each stating its default and its range.
 
 use std::fmt;
 use std::sync::Arc;
@@ -6,73 +6,10 @@ use std::time::Duration;
 
 use http::header::{HeaderMap, HeaderValue, USER_AGENT};
 
-use crate::error::Error;
-use crate::http::manager::HttpClientManager;
-use crate::manager::{Options, Sharing};
+use crate::http::config::settings::Config;
+use crate::manager::Sharing;
 
-/// The resolved settings, shared by every client of one manager.
-#[derive(Clone, Debug)]
-pub(crate) struct Config {
-    pub(crate) close_timeout: Duration,
-    pub(crate) sharing: Sharing,
-    pub(crate) connect_timeout: Option<Duration>,
-    pub(crate) request_timeout: Option<Duration>,
-    pub(crate) pool_idle_timeout: Option<Duration>,
-    pub(crate) pool_max_idle_per_host: usize,
-    pub(crate) max_connections: Option<usize>,
-    pub(crate) max_connections_per_host: Option<usize>,
-    pub(crate) keep_alive: bool,
-    pub(crate) tcp_nodelay: bool,
-    pub(crate) dns_cache_ttl: Option<Duration>,
-    pub(crate) http2_prior_knowledge: bool,
-    pub(crate) http1_only: bool,
-    /// Sent when a request has none of the same name (includes `User-Agent`).
-    pub(crate) default_headers: Arc<HeaderMap>,
-    #[cfg(feature = "rustls")]
-    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
-}
-
-impl Config {
-    /// The settings every manager has, whatever its factory.
-    pub(crate) fn options(&self) -> Options {
-        Options {
-            close_timeout: self.close_timeout,
-            sharing: self.sharing,
-            ..Options::default()
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        let mut default_headers = HeaderMap::new();
-        default_headers.insert(USER_AGENT, default_user_agent());
-        Config {
-            close_timeout: Duration::from_secs(5),
-            sharing: Sharing::PerThread,
-            connect_timeout: Some(Duration::from_secs(10)),
-            request_timeout: Some(Duration::from_secs(300)),
-            pool_idle_timeout: Some(Duration::from_secs(90)),
-            pool_max_idle_per_host: usize::MAX,
-            max_connections: None,
-            max_connections_per_host: None,
-            keep_alive: true,
-            tcp_nodelay: true,
-            dns_cache_ttl: None,
-            http2_prior_knowledge: false,
-            http1_only: false,
-            default_headers: Arc::new(default_headers),
-            #[cfg(feature = "rustls")]
-            tls: None,
-        }
-    }
-}
-
-fn default_user_agent() -> HeaderValue {
-    HeaderValue::from_static(concat!("rtlocal/", env!("CARGO_PKG_VERSION")))
-}
-
-/// Configures an [`HttpClientManager`]: every client it builds uses this one validated
+/// Configures an [`HttpClientManager`](crate::HttpClientManager): every client it builds uses this one validated
 /// configuration.
 ///
 /// Every setter states its default. Settings that can be turned off take
@@ -110,18 +47,21 @@ fn default_user_agent() -> HeaderValue {
 /// ```
 #[derive(Clone)]
 pub struct Builder {
-    config: Config,
-    pool_max_idle_set: bool,
-    deferred_error: Option<String>,
+    pub(super) config: Config,
+    /// Whether `pool_max_idle_per_host` was set (its default does not contradict
+    /// `keep_alive(false)`).
+    pub(super) pool_max_idle_set: bool,
+    /// The first setter error, reported by `build`.
+    pub(super) deferred_error: Option<String>,
     #[cfg(feature = "rustls")]
-    tls: TlsSettings,
+    pub(super) tls: TlsSettings,
 }
 
 #[cfg(feature = "rustls")]
 #[derive(Clone, Default)]
-struct TlsSettings {
-    extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
-    no_built_in_roots: bool,
+pub(super) struct TlsSettings {
+    pub(super) extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    pub(super) no_built_in_roots: bool,
 }
 
 impl Builder {
@@ -150,10 +90,10 @@ impl Builder {
     }
 
     /// How long closing a stale client (on a runtime change), `close_all` or a forced
-    /// `shutdown` waits for in-flight requests before it cuts them. Must be greater than
-    /// zero.
+    /// `shutdown` waits for in-flight requests before it cuts them.
     ///
-    /// Default is 5 seconds.
+    /// Default is 5 seconds. At least 1 ns ([`build`](Builder::build) rejects zero); at
+    /// most ten years (longer values, e.g. `Duration::MAX`, are cut to ten years).
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.config.close_timeout = timeout;
         self
@@ -161,9 +101,10 @@ impl Builder {
 
     /// Deadline for establishing a TCP connection (and the TLS handshake is bounded by
     /// the request timeout). A connect that overruns fails with both
-    /// [`Error::is_connect`] and [`Error::is_timeout`]. `None` waits as long as the OS.
+    /// [`Error::is_connect`](crate::Error::is_connect) and [`Error::is_timeout`](crate::Error::is_timeout). `None` waits as long as the OS.
     ///
-    /// Default is 10 seconds.
+    /// Default is 10 seconds. At least 1 ms ([`build`](Builder::build) rejects less);
+    /// ten years or more (e.g. `Duration::MAX`) means `None`.
     pub fn connect_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.config.connect_timeout = timeout.into();
         self
@@ -171,19 +112,30 @@ impl Builder {
 
     /// A total deadline for each request: from the start of the request (including
     /// waiting for a connection, connecting and TLS) to the end of the response body. A
-    /// request or body that overruns it fails with [`Error::is_timeout`]. `None` turns
+    /// request or body that overruns it fails with [`Error::is_timeout`](crate::Error::is_timeout). `None` turns
     /// it off.
     ///
-    /// Default is 300 seconds.
+    /// Default is 300 seconds. At least 1 ms ([`build`](Builder::build) rejects less);
+    /// ten years or more (e.g. `Duration::MAX`) means `None`.
     pub fn request_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.config.request_timeout = timeout.into();
         self
     }
 
-    /// How long an idle pooled connection is kept before it is closed (a timer is always
-    /// wired in, so this works). `None` keeps idle connections until the client closes.
+    /// How long an idle pooled connection is kept before it is closed. `None` keeps idle
+    /// connections until the client closes.
     ///
-    /// Default is 90 seconds.
+    /// This holds whether or not the client's runtime is running: besides hyper-util's
+    /// own eviction (a task on that runtime), a process-wide timer thread shuts down the
+    /// sockets of a client that has had no request in flight for this long, so a
+    /// `current_thread` runtime that idles between jobs does not keep connections open.
+    /// The close happens between one and two timeouts after the client's last request
+    /// ended; a request that then picks such a connection from the pool is retried on a
+    /// new one.
+    ///
+    /// Default is 90 seconds. At least 1 ns ([`build`](Builder::build) rejects zero:
+    /// use `pool_max_idle_per_host(0)` to keep nothing idle); ten years or more (e.g.
+    /// `Duration::MAX`) means `None`.
     pub fn pool_idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.config.pool_idle_timeout = timeout.into();
         self
@@ -191,7 +143,7 @@ impl Builder {
 
     /// The most idle connections kept per host. `0` disables pooling.
     ///
-    /// Default is unlimited.
+    /// Default is unlimited (`usize::MAX`); every value is accepted.
     pub fn pool_max_idle_per_host(mut self, max: usize) -> Self {
         self.config.pool_max_idle_per_host = max;
         self.pool_max_idle_set = true;
@@ -207,7 +159,9 @@ impl Builder {
     /// several hosts, keep `pool_idle_timeout` short or `pool_max_idle_per_host` low, or a
     /// request to one host can wait on another host's idle connections.
     ///
-    /// Default is unlimited.
+    /// Default is unlimited. At least 1 ([`build`](Builder::build) rejects 0); values of
+    /// `tokio::sync::Semaphore::MAX_PERMITS` (2⁶¹ − 1 on 64-bit) or more, e.g.
+    /// `usize::MAX`, mean unlimited.
     pub fn max_connections(mut self, max: usize) -> Self {
         self.config.max_connections = Some(max);
         self
@@ -217,7 +171,9 @@ impl Builder {
     /// `MaxConnsPerHost` or aiohttp's `limit_per_host`. Requests beyond it wait (bounded
     /// by their request timeout).
     ///
-    /// Default is unlimited.
+    /// Default is unlimited. At least 1 ([`build`](Builder::build) rejects 0, and a value
+    /// above `max_connections`); values of `tokio::sync::Semaphore::MAX_PERMITS` or more,
+    /// e.g. `usize::MAX`, mean unlimited.
     pub fn max_connections_per_host(mut self, max: usize) -> Self {
         self.config.max_connections_per_host = Some(max);
         self
@@ -245,7 +201,9 @@ impl Builder {
     /// `None` resolves on every new connection. [`Stats::dns_lookups`](crate::Stats)
     /// counts the resolutions made.
     ///
-    /// Default is `None`.
+    /// Default is `None`. At least 1 ns ([`build`](Builder::build) rejects zero: pass
+    /// `None` to turn the cache off); ten years or more (e.g. `Duration::MAX`) caches
+    /// for the life of the manager.
     pub fn dns_cache_ttl(mut self, ttl: impl Into<Option<Duration>>) -> Self {
         self.config.dns_cache_ttl = ttl.into();
         self
@@ -271,7 +229,9 @@ impl Builder {
     /// Headers sent on every request that does not set them itself. Replaces earlier
     /// defaults of the same names.
     ///
-    /// Default is `User-Agent: rtlocal/<version>`.
+    /// Default is `User-Agent: rtlocal/<version>`. `Content-Length` and
+    /// `Transfer-Encoding` are refused by [`build`](Builder::build): they belong to one
+    /// request's body.
     pub fn default_headers(mut self, headers: HeaderMap) -> Self {
         let defaults = Arc::make_mut(&mut self.config.default_headers);
         let mut last = None;
@@ -353,119 +313,6 @@ impl Builder {
     pub fn tls_built_in_roots(mut self, enabled: bool) -> Self {
         self.tls.no_built_in_roots = !enabled;
         self
-    }
-
-    /// Validates the settings and builds the manager.
-    ///
-    /// # Errors
-    /// [`Error::is_config`], with a message naming the setting and the value, when a
-    /// timeout or limit is zero, settings contradict each other, a header value is
-    /// invalid, or a root certificate does not parse.
-    pub fn build(mut self) -> Result<HttpClientManager, Error> {
-        if let Some(msg) = self.deferred_error.take() {
-            return Err(Error::config(msg));
-        }
-        let c = &self.config;
-        c.options().validate()?;
-        for (name, value, off) in [
-            (
-                "connect_timeout",
-                c.connect_timeout,
-                "pass None to turn it off",
-            ),
-            (
-                "request_timeout",
-                c.request_timeout,
-                "pass None to turn it off",
-            ),
-            (
-                "pool_idle_timeout",
-                c.pool_idle_timeout,
-                "pass None to keep idle connections, or pool_max_idle_per_host(0) to \
-                 disable pooling",
-            ),
-            (
-                "dns_cache_ttl",
-                c.dns_cache_ttl,
-                "pass None to turn the cache off",
-            ),
-        ] {
-            if value.is_some_and(|d| d.is_zero()) {
-                return Err(Error::config(format!(
-                    "{name} must be greater than zero (got 0s); {off}"
-                )));
-            }
-        }
-        for (name, value) in [
-            ("max_connections", c.max_connections),
-            ("max_connections_per_host", c.max_connections_per_host),
-        ] {
-            if value == Some(0) {
-                return Err(Error::config(format!(
-                    "{name} must be at least 1 (got 0): no request could ever connect"
-                )));
-            }
-        }
-        if let (Some(total), Some(per_host)) = (c.max_connections, c.max_connections_per_host) {
-            if per_host > total {
-                return Err(Error::config(format!(
-                    "max_connections_per_host ({per_host}) is greater than max_connections \
-                     ({total}); it could never be reached"
-                )));
-            }
-        }
-        if !c.keep_alive && self.pool_max_idle_set && c.pool_max_idle_per_host > 0 {
-            return Err(Error::config(format!(
-                "keep_alive(false) contradicts pool_max_idle_per_host({}): without keep-alive \
-                 no connection is kept idle",
-                c.pool_max_idle_per_host
-            )));
-        }
-        if c.http2_prior_knowledge && c.http1_only {
-            return Err(Error::config(
-                "http2_prior_knowledge() contradicts http1_only(): choose one",
-            ));
-        }
-        #[cfg(feature = "rustls")]
-        {
-            self.config.tls = Some(self.tls_config()?);
-        }
-        Ok(HttpClientManager::from_config(self.config))
-    }
-
-    #[cfg(feature = "rustls")]
-    fn tls_config(&self) -> Result<Arc<rustls::ClientConfig>, Error> {
-        let mut roots = rustls::RootCertStore::empty();
-        if !self.tls.no_built_in_roots {
-            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-            #[cfg(feature = "rustls-native-roots")]
-            {
-                let native = rustls_native_certs::load_native_certs();
-                for cert in native.certs {
-                    // A malformed system certificate is skipped, as browsers do.
-                    let _ = roots.add(cert);
-                }
-            }
-        }
-        for (i, cert) in self.tls.extra_roots.iter().enumerate() {
-            roots.add(cert.clone()).map_err(|e| {
-                Error::config(format!("root certificate #{i} is not a usable CA: {e}"))
-            })?;
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Error::config(format!("TLS protocol versions: {e}")))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tls.alpn_protocols = if self.config.http2_prior_knowledge {
-            vec![b"h2".to_vec()]
-        } else if self.config.http1_only {
-            vec![b"http/1.1".to_vec()]
-        } else {
-            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-        };
-        Ok(Arc::new(tls))
     }
 }
 

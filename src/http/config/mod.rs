@@ -1,0 +1,9 @@
+//! One validated configuration for every client a manager builds: the [`Builder`]
+//! (setters), the resolved [`Config`], and the validation between them.
+
+mod builder;
+mod settings;
+mod validate;
+
+pub use builder::Builder;
+pub(crate) use settings::Config;

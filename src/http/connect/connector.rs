@@ -1,0 +1,182 @@
+//! [`TrackingConnector`]: hyper-util's HTTP connector with the URI checked again, the
+//! connection limits, every socket registered in the tracker, and TLS for `https`.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::Uri;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
+
+use crate::error::BoxError;
+use crate::http::connect::dns::Resolver;
+use crate::http::connect::executor;
+use crate::http::connect::limits::Limits;
+use crate::http::connect::stream::Conn;
+#[cfg(feature = "rustls")]
+use crate::http::connect::tls;
+use crate::http::connect::tracker::ConnTracker;
+use crate::http::uri::Target;
+
+/// hyper-util's HTTP connector (over our resolver), with connection limits, every socket
+/// registered in the tracker, and TLS for `https` URIs.
+#[derive(Clone)]
+pub(crate) struct TrackingConnector {
+    pub(crate) http: HttpConnector<Resolver>,
+    pub(crate) tracker: Arc<ConnTracker>,
+    pub(crate) limits: Arc<Limits>,
+    #[cfg(feature = "rustls")]
+    pub(crate) tls: Option<tokio_rustls::TlsConnector>,
+}
+
+type Connecting = Pin<Box<dyn Future<Output = Result<TokioIo<Conn>, BoxError>> + Send>>;
+
+impl tower_service::Service<Uri> for TrackingConnector {
+    type Response = TokioIo<Conn>;
+    type Error = BoxError;
+    type Future = Connecting;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        tower_service::Service::<Uri>::poll_ready(&mut self.http, cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Connecting {
+        // Checked again here, whoever built the request: this connector never guesses a
+        // scheme or a port.
+        let target = match Target::of(&uri) {
+            Ok(t) => t,
+            Err(e) => return Box::pin(std::future::ready(Err(BoxError::from(e)))),
+        };
+        let (https, host_port) = (target.https, target.host_port());
+        #[cfg(feature = "rustls")]
+        let server_name = target.bare_host().to_owned();
+        // hyper-util's connector falls back to a default port when it cannot read one:
+        // hand it the checked host and port explicitly.
+        let dst = Uri::builder()
+            .scheme(if https { "https" } else { "http" })
+            .authority(host_port.as_str())
+            .path_and_query("/")
+            .build();
+        let mut http = self.http.clone();
+        let (tracker, limits) = (Arc::clone(&self.tracker), Arc::clone(&self.limits));
+        #[cfg(feature = "rustls")]
+        let tls = self.tls.clone();
+        Box::pin(async move {
+            let dst =
+                dst.map_err(|e| BoxError::from(format!("invalid host {host_port:?}: {e}")))?;
+            #[cfg(not(feature = "rustls"))]
+            if https {
+                return Err(BoxError::from(
+                    "https URIs need TLS: build rtlocal with the `rustls` feature",
+                ));
+            }
+            let acquire = limits.acquire(&host_port);
+            let mut acquire = std::pin::pin!(acquire);
+            // hyper-util polls a new connect as part of its request; if a pooled
+            // connection serves the request first, it moves the connect into a task of
+            // its own (through our executor). A connect still waiting for a permit then
+            // is needed by nobody: it would sit in the queue and later open a connection
+            // nobody asked for. Only that move is detected, not the request future
+            // changing tasks (an earlier check of the task id failed requests that were
+            // merely polled from another task).
+            let permits = std::future::poll_fn(|cx| {
+                if executor::in_background() {
+                    return Poll::Ready(Err(BoxError::from(
+                        "connect no longer needed: a pooled connection served its request \
+                         while it waited for a connection-limit permit",
+                    )));
+                }
+                acquire.as_mut().poll(cx).map(Ok)
+            })
+            .await?;
+            let io = tower_service::Service::call(&mut http, dst)
+                .await
+                .map_err(|e| ConnectTo {
+                    host_port: host_port.clone(),
+                    source: e.into(),
+                })?;
+            let tcp = tracker.register(io.into_inner(), permits)?;
+            #[cfg(feature = "rustls")]
+            if https {
+                return tls::handshake(tls, server_name, tcp)
+                    .await
+                    .map(TokioIo::new);
+            }
+            Ok(TokioIo::new(Conn::Plain(tcp)))
+        })
+    }
+}
+
+/// A failed TCP connect, naming where it went; the cause stays in the chain (a
+/// connect timeout is recognised there).
+#[derive(Debug)]
+struct ConnectTo {
+    host_port: String,
+    source: BoxError,
+}
+
+impl fmt::Display for ConnectTo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "connecting to {} failed", self.host_port)
+    }
+}
+
+impl std::error::Error for ConnectTo {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+#[cfg(all(test, not(rtlocal_loom)))]
+mod tests {
+    use std::io;
+
+    use super::*;
+    use crate::manager::Counters;
+
+    fn connector() -> TrackingConnector {
+        let counters = Arc::new(Counters::default());
+        let mut http = HttpConnector::new_with_resolver(Resolver::new(None, Arc::clone(&counters)));
+        http.enforce_http(false);
+        TrackingConnector {
+            http,
+            tracker: ConnTracker::new(counters, None),
+            limits: Limits::new(None, None),
+            #[cfg(feature = "rustls")]
+            tls: None,
+        }
+    }
+
+    /// Whatever URI hyper-util hands the connector, it connects only where the URI says:
+    /// an unknown scheme or a bad port is an error, never a guess.
+    #[tokio::test]
+    async fn connector_refuses_what_it_cannot_honour() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("addr").port();
+        let wrapped = u32::from(port) + 65536;
+        let mut conn = connector();
+        for uri in [
+            format!("ftp://127.0.0.1:{port}"),
+            format!("htps://127.0.0.1:{port}"),
+            format!("http://127.0.0.1:{wrapped}"),
+            "http://127.0.0.1:0".to_owned(),
+            format!("http://u:p@127.0.0.1:{port}"),
+        ] {
+            let uri: Uri = uri.parse().expect("parses");
+            let err = tower_service::Service::call(&mut conn, uri.clone())
+                .await
+                .err()
+                .map(|e| e.to_string());
+            assert!(err.is_some(), "{uri} connected");
+        }
+        let accepted = listener.accept();
+        assert!(
+            matches!(&accepted, Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+            "a refused URI reached the listener: {accepted:?}"
+        );
+    }
+}

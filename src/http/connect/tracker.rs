@@ -1,0 +1,225 @@
+//! [`ConnTracker`]: every connection task and socket of one client, so a close can shut
+//! the connections down on the wire even when the runtime that owns their tasks is idle.
+//!
+//! Soundness of shutting down by fd: a socket's entry is removed under the tracker lock
+//! by [`TrackedTcp`]'s `Drop`, which runs before the stream (and its fd) is dropped;
+//! `shutdown` runs under the same lock, so it only ever sees open fds. TLS wraps the
+//! tracked TCP stream, so the same holds for HTTPS connections.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+use tokio::runtime::Handle;
+use tokio::task::AbortHandle;
+
+use crate::error::{BoxError, ClientClosed};
+use crate::http::connect::limits::Permits;
+use crate::http::connect::socket::TrackedTcp;
+use crate::http::timer::{self, TimerKey};
+use crate::idmap::IdMap;
+use crate::manager::Counters;
+
+#[cfg(unix)]
+pub(super) type RawSocket = std::os::fd::RawFd;
+#[cfg(not(unix))]
+pub(super) type RawSocket = ();
+
+/// Every connection task and socket of one client.
+pub(crate) struct ConnTracker {
+    pub(super) state: parking_lot::Mutex<TrackerState>,
+    pub(super) counters: Arc<Counters>,
+    /// `pool_idle_timeout`, when idle connections are pooled at all.
+    pub(super) idle_timeout: Option<Duration>,
+    /// Requests started and not yet finished (see `idle.rs`).
+    pub(super) in_use: AtomicUsize,
+    /// When the latest request finished, in nanoseconds since `epoch`.
+    pub(super) last_release: AtomicU64,
+    /// Set while the idle reaper holds the lock and decides (see `idle.rs`).
+    pub(super) reaping: AtomicBool,
+    pub(super) epoch: Instant,
+}
+
+#[derive(Default)]
+pub(super) struct TrackerState {
+    pub(super) closed: bool,
+    next_id: u64,
+    /// `None` between registration and `spawn` returning.
+    tasks: IdMap<u64, Option<AbortHandle>>,
+    pub(super) sockets: IdMap<u64, Socket>,
+    /// The idle reaper's next check on the timer thread, if one is scheduled.
+    pub(super) reaper: Option<TimerKey>,
+}
+
+/// What the tracker keeps of an open socket.
+pub(super) struct Socket {
+    pub(super) raw: RawSocket,
+    pub(super) opened: Instant,
+    /// Shared with the [`TrackedTcp`]: set when the idle reaper shut the socket down.
+    pub(super) reaped: Arc<AtomicBool>,
+}
+
+impl ConnTracker {
+    pub(crate) fn new(counters: Arc<Counters>, idle_timeout: Option<Duration>) -> Arc<Self> {
+        Arc::new(ConnTracker {
+            state: parking_lot::Mutex::new(TrackerState::default()),
+            counters,
+            idle_timeout,
+            in_use: AtomicUsize::new(0),
+            last_release: AtomicU64::new(0),
+            reaping: AtomicBool::new(false),
+            epoch: Instant::now(),
+        })
+    }
+
+    /// Spawns `fut` on `handle`, tracked until it finishes. A closed tracker drops it.
+    pub(super) fn spawn<F>(self: &Arc<Self>, handle: &Handle, fut: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let id = {
+            let mut st = self.state.lock();
+            if st.closed {
+                return;
+            }
+            st.next_id += 1;
+            let id = st.next_id;
+            st.tasks.insert(id, None);
+            id
+        };
+        let guard = TaskGuard {
+            tracker: Arc::clone(self),
+            id,
+        };
+        let abort = handle
+            .spawn(async move {
+                let _guard = guard;
+                fut.await;
+            })
+            .abort_handle();
+        let mut st = self.state.lock();
+        if st.closed {
+            drop(st);
+            abort.abort();
+        } else if let Some(slot) = st.tasks.get_mut(&id) {
+            *slot = Some(abort);
+        }
+    }
+
+    pub(super) fn register(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        permits: Permits,
+    ) -> Result<TrackedTcp, BoxError> {
+        let mut st = self.state.lock();
+        if st.closed {
+            return Err(Box::new(ClientClosed));
+        }
+        st.next_id += 1;
+        let id = st.next_id;
+        #[cfg(unix)]
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&stream);
+        #[cfg(not(unix))]
+        let raw = ();
+        let reaped = Arc::new(AtomicBool::new(false));
+        let opened = Instant::now();
+        st.sockets.insert(
+            id,
+            Socket {
+                raw,
+                opened,
+                reaped: Arc::clone(&reaped),
+            },
+        );
+        if let Some(timeout) = self.idle_timeout {
+            if st.reaper.is_none() {
+                st.reaper = self.schedule_reaper(opened + timeout);
+            }
+        }
+        drop(st);
+        Counters::inc(&self.counters.connections_opened);
+        Counters::inc(&self.counters.connections_open);
+        Ok(TrackedTcp {
+            stream,
+            id,
+            tracker: Arc::clone(self),
+            reaped,
+            _permits: permits,
+        })
+    }
+
+    /// Drops a socket's entry (its stream is being dropped); whether it was still
+    /// counted open (a close or the reaper may have shut it down and uncounted it).
+    pub(super) fn forget_socket(&self, id: u64) -> bool {
+        self.state.lock().sockets.remove(&id).is_some()
+    }
+
+    /// Refuses new connections and tasks, shuts every socket down on the wire and
+    /// aborts every connection task. Idempotent.
+    pub(crate) fn close(&self) {
+        let tasks = {
+            let mut st = self.state.lock();
+            st.closed = true;
+            for (_, socket) in st.sockets.drain() {
+                shutdown_socket(socket.raw);
+                Counters::dec(&self.counters.connections_open);
+            }
+            if let Some(key) = st.reaper.take() {
+                timer::cancel(key);
+            }
+            std::mem::take(&mut st.tasks)
+        };
+        // Outside the lock: a task's guard takes it when the task is dropped.
+        for abort in tasks.into_values().flatten() {
+            abort.abort();
+        }
+    }
+
+    /// Refuses new connections and tasks, and nothing else: for a runtime teardown, where
+    /// the runtime itself is dropping every connection task (closing their sockets).
+    pub(crate) fn refuse_new(&self) {
+        self.state.lock().closed = true;
+    }
+
+    pub(crate) fn open_sockets(&self) -> usize {
+        self.state.lock().sockets.len()
+    }
+}
+
+impl fmt::Debug for ConnTracker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = self.state.lock();
+        f.debug_struct("ConnTracker")
+            .field("closed", &st.closed)
+            .field("tasks", &st.tasks.len())
+            .field("sockets", &st.sockets.len())
+            .finish()
+    }
+}
+
+#[cfg(unix)]
+pub(super) fn shutdown_socket(raw: RawSocket) {
+    // SAFETY: callers take `raw` from the tracker's map under its lock and still hold it.
+    // A socket's entry is removed (under this lock) by `TrackedTcp::drop` before the
+    // stream that owns the fd is dropped, so the fd is open and is that socket.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
+    // ENOTCONN when the peer is already gone: nothing left to shut down.
+    let _ = socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Both);
+}
+
+#[cfg(not(unix))]
+pub(super) fn shutdown_socket(_: RawSocket) {}
+
+struct TaskGuard {
+    tracker: Arc<ConnTracker>,
+    id: u64,
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.tracker.state.lock().tasks.remove(&self.id);
+    }
+}

@@ -1,0 +1,144 @@
+//! [`HyperFactory`]: builds the hyper-util clients of an
+//! [`HttpClientManager`](crate::HttpClientManager), and [`HyperParts`], what each is made of.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Request;
+use http::header::{CONNECTION, HeaderMap, HeaderValue};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Client as HyperClient, ResponseFuture};
+use hyper_util::rt::TokioTimer;
+use tokio::runtime::Handle;
+
+use crate::error::Error;
+use crate::http::body::request::Body;
+use crate::http::config::Config;
+use crate::http::connect::{
+    ConnTracker, DnsCache, Limits, Resolver, TrackingConnector, TrackingExecutor,
+};
+use crate::manager::{ClientFactory, Counters, RequestGuard};
+
+/// Builds the hyper-util clients of an [`HttpClientManager`](crate::HttpClientManager):
+/// one validated [`Config`] for all of them, one DNS cache shared by all of them.
+pub(crate) struct HyperFactory {
+    config: Config,
+    /// Shared by every client: DNS answers do not belong to a runtime.
+    dns: Option<Arc<DnsCache>>,
+    counters: Arc<Counters>,
+}
+
+/// What a hyper-util client of the manager is made of.
+pub(crate) struct HyperParts {
+    hyper: HyperClient<TrackingConnector, Body>,
+    /// The runtime the client's connections live on.
+    pub(crate) handle: Handle,
+    pub(crate) tracker: Arc<ConnTracker>,
+    default_headers: Arc<HeaderMap>,
+    keep_alive: bool,
+    pub(crate) request_timeout: Option<Duration>,
+    pub(crate) counters: Arc<Counters>,
+}
+
+/// A request in flight on a hyper-util client; ends when the response body finishes or
+/// is dropped.
+pub(crate) type InFlight = RequestGuard<HyperFactory>;
+
+impl HyperFactory {
+    pub(crate) fn new(config: Config, counters: Arc<Counters>) -> Self {
+        HyperFactory {
+            dns: config.dns_cache_ttl.map(DnsCache::new),
+            config,
+            counters,
+        }
+    }
+}
+
+impl ClientFactory for HyperFactory {
+    type Client = HyperParts;
+
+    async fn build(&self, handle: &Handle) -> Result<HyperParts, Error> {
+        let config = &self.config;
+        let counters = &self.counters;
+        let pooling = config.keep_alive && config.pool_max_idle_per_host > 0;
+        let idle_timeout = config.pool_idle_timeout.filter(|_| pooling);
+        let tracker = ConnTracker::new(Arc::clone(counters), idle_timeout);
+        let mut http =
+            HttpConnector::new_with_resolver(Resolver::new(self.dns.clone(), Arc::clone(counters)));
+        http.set_nodelay(config.tcp_nodelay);
+        http.set_connect_timeout(config.connect_timeout);
+        // The connector handles `https` itself (TLS over the tracked socket).
+        http.enforce_http(false);
+        let connector = TrackingConnector {
+            http,
+            tracker: Arc::clone(&tracker),
+            limits: Limits::new(config.max_connections, config.max_connections_per_host),
+            #[cfg(feature = "rustls")]
+            tls: config.tls.clone().map(tokio_rustls::TlsConnector::from),
+        };
+        let exec = TrackingExecutor {
+            handle: handle.clone(),
+            tracker: Arc::clone(&tracker),
+        };
+        let mut builder = HyperClient::builder(exec);
+        builder
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_max_idle_per_host(if config.keep_alive {
+                config.pool_max_idle_per_host
+            } else {
+                0
+            })
+            .http2_only(config.http2_prior_knowledge);
+        Ok(HyperParts {
+            hyper: builder.build(connector),
+            handle: handle.clone(),
+            tracker,
+            default_headers: Arc::clone(&config.default_headers),
+            keep_alive: config.keep_alive,
+            request_timeout: config.request_timeout,
+            counters: Arc::clone(counters),
+        })
+    }
+
+    fn close(&self, client: &HyperParts) -> impl std::future::Future<Output = ()> + Send {
+        // In-flight requests have drained: shut the idle pooled sockets on the wire, even
+        // if the runtime that owns their tasks is idle.
+        client.tracker.close();
+        std::future::ready(())
+    }
+
+    fn abort(&self, client: &HyperParts) {
+        client.tracker.close();
+    }
+
+    fn release(&self, client: &HyperParts) {
+        // The runtime is dropping the connection tasks, and their sockets with them.
+        client.tracker.refuse_new();
+    }
+}
+
+impl HyperParts {
+    /// Hands the request to hyper-util, adding the default headers (and
+    /// `Connection: close` without keep-alive).
+    #[inline]
+    pub(crate) fn send(&self, mut req: Request<Body>) -> ResponseFuture {
+        if !self.default_headers.is_empty() {
+            let headers = req.headers_mut();
+            for name in self.default_headers.keys() {
+                if !headers.contains_key(name) {
+                    for value in self.default_headers.get_all(name) {
+                        headers.append(name.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        if !self.keep_alive {
+            req.headers_mut()
+                .entry(CONNECTION)
+                .or_insert(HeaderValue::from_static("close"));
+        }
+        self.hyper.request(req)
+    }
+}
