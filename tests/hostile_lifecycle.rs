@@ -69,6 +69,45 @@ fn spawn_blocking_worker_request(
     (rt, rx_exit, id)
 }
 
+/// Which of the manager's closes a test drives.
+#[derive(Clone, Copy, Debug)]
+enum Close {
+    All,
+    Shutdown,
+}
+
+/// Runs `close` from a fresh runtime and checks it reached the exited thread's client:
+/// nothing live afterwards, nothing failed, and the server sees no connection left open.
+/// Returns that runtime, for a test that goes on using the manager.
+fn assert_close_reaches_exited_client(
+    watch: &PanicWatch,
+    m: &HttpClientManager,
+    server: &TestServer,
+    close: Close,
+) -> tokio::runtime::Runtime {
+    let live_before = m.stats().clients_live;
+    let other = watch.current_rt();
+    let report = block_on_guarded(&other, async {
+        match close {
+            Close::All => m.close_all().await,
+            Close::Shutdown => m.shutdown(Duration::from_secs(1)).await,
+        }
+    });
+    let live_after = m.stats().clients_live;
+    assert_eq!(
+        live_after, 0,
+        "after {close:?} returned ({report}) the exited thread's client is still live \
+         (live before: {live_before}): {close:?} did not reach it"
+    );
+    assert!(report.failed.is_empty(), "{report}");
+    assert_eq!(
+        settle_within(HOSTILE_GUARD, 0, || server.open()),
+        0,
+        "the server still sees the exited thread's connection after {close:?} ({report})"
+    );
+    other
+}
+
 /// Class 1: a `spawn_blocking` worker of a `current_thread` runtime exits while the
 /// runtime idles. Its pooled connection must be shut on the wire and its client counted
 /// closed without anyone driving that runtime again.
@@ -110,21 +149,12 @@ fn shutdown_reaches_the_client_of_an_exited_spawn_blocking_worker() {
         "the spawn_blocking worker did not exit"
     );
 
-    let live_before = m.stats().clients_live;
-    let other = watch.current_rt();
-    let report = block_on_guarded(&other, m.shutdown(Duration::from_secs(1)));
-    let live_after = m.stats().clients_live;
-    assert_eq!(
-        live_after, 0,
-        "after shutdown returned ({report}) the exited worker's client is still live \
-         (live before: {live_before}): shutdown did not reach it"
-    );
-    assert!(report.failed.is_empty(), "{report}");
-    let open = settle_within(HOSTILE_GUARD, 0, || server.open());
-    assert_eq!(
-        open, 0,
-        "the server still sees the exited worker's connection after shutdown ({report})"
-    );
+    drop(assert_close_reaches_exited_client(
+        &watch,
+        &m,
+        &server,
+        Close::Shutdown,
+    ));
     drop(rt);
     watch.assert_no_unexpected_panics();
 }
@@ -259,21 +289,12 @@ fn shutdown_reaches_the_client_of_a_thread_that_handed_its_runtime_away() {
     let m = manager();
     let keeper = hand_runtime_away(&watch, &m, &server);
 
-    let live_before = m.stats().clients_live;
-    let rt = watch.current_rt();
-    let report = block_on_guarded(&rt, m.shutdown(Duration::from_secs(1)));
-    let live_after = m.stats().clients_live;
-    assert_eq!(
-        live_after, 0,
-        "after shutdown returned ({report}) the exited thread's client is still live \
-         (live before: {live_before}): shutdown did not reach it"
-    );
-    assert!(report.failed.is_empty(), "{report}");
-    let open = settle_within(HOSTILE_GUARD, 0, || server.open());
-    assert_eq!(
-        open, 0,
-        "the server still sees the exited thread's connection after shutdown ({report})"
-    );
+    drop(assert_close_reaches_exited_client(
+        &watch,
+        &m,
+        &server,
+        Close::Shutdown,
+    ));
     drop(keeper);
     watch.assert_no_unexpected_panics();
 }
@@ -629,21 +650,7 @@ fn close_all_reaches_the_client_of_an_exited_spawn_blocking_worker() {
         "the spawn_blocking worker did not exit"
     );
 
-    let live_before = m.stats().clients_live;
-    let other = watch.current_rt();
-    let report = block_on_guarded(&other, m.close_all());
-    let live_after = m.stats().clients_live;
-    assert_eq!(
-        live_after, 0,
-        "after close_all returned ({report}) the exited worker's client is still live \
-         (live before: {live_before}): close_all did not reach it"
-    );
-    assert!(report.failed.is_empty(), "{report}");
-    assert_eq!(
-        settle_within(HOSTILE_GUARD, 0, || server.open()),
-        0,
-        "the server still sees the exited worker's connection after close_all ({report})"
-    );
+    let other = assert_close_reaches_exited_client(&watch, &m, &server, Close::All);
     let again = block_on_guarded(&other, m.client()).expect("usable after close_all");
     assert_ne!(again.id(), id);
     drop((rt, other));
