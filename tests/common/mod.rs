@@ -443,3 +443,56 @@ impl Drop for AutoServer {
         }
     }
 }
+
+/// A job for a [`Worker`]: runs on its runtime.
+pub type Job = Box<dyn FnOnce(&tokio::runtime::Runtime) + Send>;
+
+/// A worker thread with its own `current_thread` runtime that runs jobs when told and
+/// idles in between: the shape of a task-runner worker.
+pub struct Worker {
+    jobs: Option<std::sync::mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Worker {
+    pub fn start() -> Worker {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let thread = std::thread::spawn(move || {
+            let rt = current_thread_rt();
+            while let Ok(job) = rx.recv() {
+                job(&rt);
+            }
+        });
+        Worker {
+            jobs: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Runs `job` on the worker's runtime and returns its result; the runtime idles
+    /// again afterwards.
+    pub fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&tokio::runtime::Runtime) -> T + Send + 'static,
+    ) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.jobs
+            .as_ref()
+            .expect("worker running")
+            .send(Box::new(move |rt| {
+                let _ = tx.send(job(rt));
+            }))
+            .expect("worker alive");
+        rx.recv_timeout(HANG_GUARD)
+            .expect("hang guard: job did not finish")
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
