@@ -348,6 +348,9 @@ impl<T> Drop for IdleRuntime<T> {
 /// test threads, runtime workers and background tasks alike.
 static PANICS: AtomicUsize = AtomicUsize::new(0);
 
+/// Where each counted panic happened and what it said, for the failure message.
+static PANIC_LOG: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
 /// Installs (once per process) a panic hook that counts every panic on any thread, then
 /// calls the previous hook so the message is still printed. A tokio task that panics is
 /// caught by the runtime, so without the hook such a panic would go unnoticed.
@@ -357,6 +360,11 @@ pub fn watch_panics() {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             PANICS.fetch_add(1, Ordering::SeqCst);
+            let thread = std::thread::current();
+            let entry = format!("thread {:?}: {info}", thread.name().unwrap_or("<unnamed>"));
+            if let Ok(mut log) = PANIC_LOG.lock() {
+                log.push(entry);
+            }
             previous(info);
         }));
     });
@@ -370,7 +378,8 @@ pub fn panics_seen() -> usize {
 /// Fails the test if any thread of the process panicked since [`watch_panics`].
 pub fn assert_no_panics() {
     let n = panics_seen();
-    assert_eq!(n, 0, "{n} panic(s) on some thread (see the messages above)");
+    let log = PANIC_LOG.lock().map(|l| l.join("\n")).unwrap_or_default();
+    assert_eq!(n, 0, "{n} panic(s) in this test binary:\n{log}");
 }
 
 /// Like [`TestServer`], but speaks HTTP/1.1 and HTTP/2 prior knowledge (h2c) on the same
