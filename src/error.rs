@@ -57,6 +57,8 @@ pub(crate) enum Kind {
     ShutDown,
     Connect,
     ConnectTimeout,
+    /// `https` in a build without TLS: nothing can connect, so it is a connect error.
+    NoTls,
     Timeout,
     Request,
     Body,
@@ -210,9 +212,13 @@ impl Error {
         self.inner.kind == Kind::ShutDown
     }
 
-    /// Connecting to the server failed (refused, unreachable, DNS, ...).
+    /// Connecting to the server failed (refused, unreachable, DNS, ...), or could not be
+    /// tried: an `https` URI in a build without the `rustls` feature.
     pub fn is_connect(&self) -> bool {
-        matches!(self.inner.kind, Kind::Connect | Kind::ConnectTimeout)
+        matches!(
+            self.inner.kind,
+            Kind::Connect | Kind::ConnectTimeout | Kind::NoTls
+        )
     }
 
     /// A deadline passed: the request timeout (waiting for a connection, the response or
@@ -233,8 +239,7 @@ impl Error {
 
     /// A request's URI was refused before anything was sent: it does not parse, is
     /// relative, names no host, has a scheme other than `http`/`https`, a port outside
-    /// 1..=65535, credentials (`user:password@`), or is `https` in a build without the
-    /// `rustls` feature. `Display` names the offending part.
+    /// 1..=65535, or credentials (`user:password@`). `Display` names the offending part.
     pub fn is_invalid_uri(&self) -> bool {
         self.inner.kind == Kind::InvalidUri
     }
@@ -318,6 +323,7 @@ impl fmt::Display for Error {
                 "could not connect to the server (check that it is running and that the URI's \
                  host and port are right)"
             }
+            Kind::NoTls => "cannot connect over https: this build of rtlocal has no TLS",
             Kind::ConnectTimeout => {
                 "could not connect to the server: connect_timeout passed (raise it with \
                  Builder::connect_timeout)"

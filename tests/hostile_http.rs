@@ -13,7 +13,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use common::{
-    HANG_GUARD, Misbehave, RawServer, TestServer, assert_no_panics, block_on_guarded,
+    HANG_GUARD, Misbehave, RawServer, TestServer, Worker, assert_no_panics, block_on_guarded,
     current_thread_rt, settle, text, watch_panics,
 };
 use http_body_util::BodyExt;
@@ -254,58 +254,6 @@ trait PipeOk: Sized {
 impl PipeOk for String {}
 
 // ---- class 2: idle timeouts on idle runtimes ----------------------------------------
-
-/// A worker thread with its own `current_thread` runtime that runs jobs when told and
-/// idles in between: the shape of a task-runner worker.
-type Job = Box<dyn FnOnce(&tokio::runtime::Runtime) + Send>;
-
-struct Worker {
-    jobs: Option<mpsc::Sender<Job>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Worker {
-    fn start() -> Worker {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let thread = std::thread::spawn(move || {
-            let rt = current_thread_rt();
-            while let Ok(job) = rx.recv() {
-                job(&rt);
-            }
-        });
-        Worker {
-            jobs: Some(tx),
-            thread: Some(thread),
-        }
-    }
-
-    /// Runs `job` on the worker's runtime and returns its result; the runtime idles
-    /// again afterwards.
-    fn run<T: Send + 'static>(
-        &self,
-        job: impl FnOnce(&tokio::runtime::Runtime) -> T + Send + 'static,
-    ) -> T {
-        let (tx, rx) = mpsc::channel();
-        self.jobs
-            .as_ref()
-            .expect("worker running")
-            .send(Box::new(move |rt| {
-                let _ = tx.send(job(rt));
-            }))
-            .expect("worker alive");
-        rx.recv_timeout(HANG_GUARD)
-            .expect("hang guard: job did not finish")
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        drop(self.jobs.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 /// `pool_idle_timeout` holds while the client's runtime idles: the server sees the
 /// pooled connection closed, and the next job's request still succeeds (on a new

@@ -92,8 +92,9 @@ impl Client {
     /// # Errors
     /// [`Error::is_invalid_uri`], before anything is sent, when the URI is not an absolute
     /// `http` or `https` URI with a host and a port from 1 to 65535 (or none), or carries
-    /// credentials (`user:password@`), or is `https` in a build without the `rustls`
-    /// feature; the message names the offending part.
+    /// credentials (`user:password@`); the message names the offending part. An `https`
+    /// URI in a build without the `rustls` feature fails with [`Error::is_connect`],
+    /// before any socket is opened.
     /// [`Error::is_no_runtime`] outside a runtime; [`Error::is_connect`] when connecting
     /// fails; [`Error::is_timeout`] when a deadline passes; [`Error::is_request`] for other
     /// failures; [`Error::is_closed`] when the client is closed and its manager is gone.

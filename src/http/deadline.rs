@@ -97,7 +97,9 @@ impl Deadline {
         let job = move || {
             // Release: the poll that sees `rang` sees everything before it.
             ring.rang.store(true, Ordering::Release);
-            if let Some(w) = ring.waker.lock().take() {
+            // Woken outside the lock: a waker may run arbitrary executor code.
+            let waker = ring.waker.lock().take();
+            if let Some(w) = waker {
                 w.wake();
             }
         };

@@ -200,8 +200,7 @@ impl fmt::Display for UriError {
             ),
             UriError::NoTls { uri } => write!(
                 f,
-                "{uri:?} is https, and this build of rtlocal has no TLS: enable its \
-                 `rustls` feature"
+                "{uri:?} is https: enable rtlocal's `rustls` feature to speak TLS"
             ),
         }
     }
@@ -211,7 +210,12 @@ impl std::error::Error for UriError {}
 
 impl From<UriError> for Error {
     fn from(e: UriError) -> Error {
-        Error::with_detail(Kind::InvalidUri, e.to_string())
+        // https without TLS stays a connect error, as it always was: the URI is fine.
+        let kind = match e {
+            UriError::NoTls { .. } => Kind::NoTls,
+            _ => Kind::InvalidUri,
+        };
+        Error::with_detail(kind, e.to_string())
     }
 }
 

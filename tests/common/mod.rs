@@ -730,6 +730,9 @@ impl Drop for StreamServer {
 /// test threads, runtime workers and background tasks alike.
 static PANIC_COUNT: AtomicUsize = AtomicUsize::new(0);
 
+/// Where each counted panic happened and what it said, for the failure message.
+static PANIC_LOG: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
 /// Installs (once per process) a panic hook that counts every panic on any thread, then
 /// calls the previous hook so the message is still printed. A tokio task that panics is
 /// caught by the runtime, so without the hook such a panic would go unnoticed.
@@ -739,6 +742,11 @@ pub fn watch_panics() {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             PANIC_COUNT.fetch_add(1, Ordering::SeqCst);
+            let thread = std::thread::current();
+            let entry = format!("thread {:?}: {info}", thread.name().unwrap_or("<unnamed>"));
+            if let Ok(mut log) = PANIC_LOG.lock() {
+                log.push(entry);
+            }
             previous(info);
         }));
     });
@@ -752,7 +760,8 @@ pub fn panics_seen() -> usize {
 /// Fails the test if any thread of the process panicked since [`watch_panics`].
 pub fn assert_no_panics() {
     let n = panics_seen();
-    assert_eq!(n, 0, "{n} panic(s) on some thread (see the messages above)");
+    let log = PANIC_LOG.lock().map(|l| l.join("\n")).unwrap_or_default();
+    assert_eq!(n, 0, "{n} panic(s) in this test binary:\n{log}");
 }
 
 /// Like [`TestServer`], but speaks HTTP/1.1 and HTTP/2 prior knowledge (h2c) on the same
@@ -822,6 +831,59 @@ impl Drop for AutoServer {
     fn drop(&mut self) {
         if let Some(rt) = self.rt.take() {
             rt.shutdown_background();
+        }
+    }
+}
+
+/// A job for a [`Worker`]: runs on its runtime.
+pub type Job = Box<dyn FnOnce(&tokio::runtime::Runtime) + Send>;
+
+/// A worker thread with its own `current_thread` runtime that runs jobs when told and
+/// idles in between: the shape of a task-runner worker.
+pub struct Worker {
+    jobs: Option<std::sync::mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Worker {
+    pub fn start() -> Worker {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let thread = std::thread::spawn(move || {
+            let rt = current_thread_rt();
+            while let Ok(job) = rx.recv() {
+                job(&rt);
+            }
+        });
+        Worker {
+            jobs: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Runs `job` on the worker's runtime and returns its result; the runtime idles
+    /// again afterwards.
+    pub fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&tokio::runtime::Runtime) -> T + Send + 'static,
+    ) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.jobs
+            .as_ref()
+            .expect("worker running")
+            .send(Box::new(move |rt| {
+                let _ = tx.send(job(rt));
+            }))
+            .expect("worker alive");
+        rx.recv_timeout(HANG_GUARD)
+            .expect("hang guard: job did not finish")
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }
