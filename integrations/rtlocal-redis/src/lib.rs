@@ -78,11 +78,33 @@ use tokio::runtime::Handle;
 /// `Managed<RedisFactory>` derefs to `ConnectionManager`; commands take `&mut self`, so
 /// call [`ManagedRedisExt::connection`] (or `.clone()`) for each use. See the
 /// [crate docs](crate) for what closing means.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use rtlocal_redis::{ManagedRedisExt, RedisFactory, RedisManager};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let manager: RedisManager = rtlocal::Manager::builder(RedisFactory::open("redis://127.0.0.1/")?)
+///     .build_timeout(Duration::from_secs(5)) // bounds the connect
+///     .build()?;
+/// let mut con = manager.client().await?.connection();
+/// let pong: String = redis::cmd("PING").query_async(&mut con).await?;
+/// drop(con); // a clone kept would keep the connection open past the close
+/// let report = manager.close_all().await; // nothing to await: closed, not forced
+/// assert_eq!((report.closed, report.forced), (1, 0));
+/// # let _ = pong; Ok(()) }
+/// ```
 pub type RedisManager = Manager<RedisFactory>;
 
 /// Builds redis [`ConnectionManager`]s for a [`RedisManager`]: `ConnectionManager::new`
 /// (an async connect, bounded by the manager's
 /// [`build_timeout`](rtlocal::ManagerBuilder::build_timeout)).
+///
+/// Closing has nothing to await (redis has no close): the manager lets go of the
+/// client, reported as closed in [`CloseReport`](rtlocal::CloseReport), and the socket
+/// closes with the last clone, once its runtime runs or is dropped — see the
+/// [crate docs](crate#what-closed-means).
 ///
 /// ```
 /// use std::time::Duration;

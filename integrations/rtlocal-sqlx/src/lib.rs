@@ -78,6 +78,19 @@ use tokio::runtime::Handle;
 ///
 /// `Managed<PgPoolFactory>` derefs to `PgPool`: pass `&*pool` as the executor. See the
 /// [crate docs](crate) for what closing means.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), rtlocal::Error> {
+/// let factory = rtlocal_sqlx::PgPoolFactory::from_url("postgres://app@127.0.0.1:5432/app").unwrap();
+/// let manager = rtlocal_sqlx::PgManager::new(factory);
+/// let pool = manager.client().await?; // lazily connected: no connection opened yet
+/// assert_eq!(pool.size(), 0);
+/// let report = manager.close_all().await; // Pool::close, reported as closed
+/// assert_eq!((report.closed, report.forced), (1, 0));
+/// assert!(pool.is_closed());
+/// # Ok(()) }
+/// ```
 pub type PgManager = Manager<PgPoolFactory>;
 
 /// Builds lazily connected [`PgPool`]s for a [`PgManager`]
@@ -89,6 +102,10 @@ pub type PgManager = Manager<PgPoolFactory>;
 /// [`Sharing::PerThread`](rtlocal::Sharing::PerThread), one per runtime with
 /// [`Sharing::PerRuntime`](rtlocal::Sharing::PerRuntime)): size `max_connections` for
 /// that.
+///
+/// Closing a pool is `Pool::close().await`, reported as closed in
+/// [`CloseReport`](rtlocal::CloseReport); forced when a checked-out connection is not
+/// returned within the close timeout — see the [crate docs](crate#what-closed-means).
 ///
 /// ```
 /// use std::time::Duration;

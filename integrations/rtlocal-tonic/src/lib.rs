@@ -82,12 +82,31 @@ use connector::{Sockets, TrackingConnector};
 /// `Managed<ChannelFactory>` derefs to [`TrackedChannel`], which derefs to `Channel`;
 /// [`TrackedChannel::channel`] gives the clone a generated client takes. See the
 /// [crate docs](crate) for what closing means.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), rtlocal::Error> {
+/// let manager = rtlocal_tonic::ChannelManager::new(
+///     rtlocal_tonic::ChannelFactory::from_shared("http://127.0.0.1:50051").unwrap(),
+/// );
+/// let client = manager.client().await?;
+/// assert_eq!(client.open_connections(), 0); // lazily connected: nothing dialled yet
+/// let report = manager.close_all().await;
+/// assert_eq!((report.closed, report.forced), (1, 0));
+/// assert!(client.is_closed()); // its connections shut down, new ones refused
+/// # Ok(()) }
+/// ```
 pub type ChannelManager = Manager<ChannelFactory>;
 
 /// Builds lazily connected tonic [`Channel`]s for a [`ChannelManager`]
 /// ([`Endpoint::connect_with_connector_lazy`]): building a channel dials nothing, the
 /// first call does. The endpoint's settings (timeouts, HTTP/2 options, TLS when tonic's
 /// TLS features are on) apply to every channel.
+///
+/// Closing a channel shuts its connections down on the wire and refuses new ones,
+/// reported as closed in [`CloseReport`](rtlocal::CloseReport) (forced when calls
+/// counted with `track` were still in flight at the close timeout) — see the
+/// [crate docs](crate#what-closed-means).
 ///
 /// ```
 /// use std::time::Duration;
@@ -172,6 +191,23 @@ impl ClientFactory for ChannelFactory {
 }
 
 /// A managed tonic [`Channel`] and the sockets of its connections. Derefs to `Channel`.
+///
+/// Closing it (see the [crate docs](crate)) shuts its connections down on the wire and
+/// makes every clone of the channel fail its calls.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), rtlocal::Error> {
+/// # let manager = rtlocal_tonic::ChannelManager::new(
+/// #     rtlocal_tonic::ChannelFactory::from_shared("http://127.0.0.1:50051").unwrap(),
+/// # );
+/// let managed = manager.client().await?;
+/// let channel: tonic::transport::Channel = managed.channel(); // for a generated client
+/// # let _ = channel;
+/// assert_eq!((managed.open_connections(), managed.connections_opened()), (0, 0));
+/// assert!(!managed.is_closed());
+/// # Ok(()) }
+/// ```
 pub struct TrackedChannel {
     channel: Channel,
     sockets: Arc<Sockets>,
