@@ -1,0 +1,199 @@
+//! The connector every managed channel dials through: it keeps a duplicate of each
+//! connection's socket descriptor, so a close can shut the connection down on the wire
+//! without the channel's runtime (whose tasks own the connection) having to run.
+
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::Shutdown;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use http::Uri;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
+use socket2::{SockRef, Socket};
+use tokio::net::TcpStream;
+use tower_service::Service;
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// The sockets of one channel's open connections, and whether the channel is closed.
+#[derive(Default)]
+pub(crate) struct Sockets {
+    state: parking_lot::Mutex<State>,
+    /// Only a count for `connections_opened`: nothing is ordered by it.
+    opened: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    closed: bool,
+    open: HashMap<u64, Socket>,
+}
+
+impl Sockets {
+    /// Adds a connection's socket, unless the channel is closed: the flag and the map
+    /// share one lock, so a close either shuts this socket down or this call sees the
+    /// flag and shuts it down itself.
+    fn register(self: &Arc<Self>, socket: Socket) -> Result<Registration, ChannelClosed> {
+        let mut state = self.state.lock();
+        if state.closed {
+            drop(state);
+            let _ = socket.shutdown(Shutdown::Both);
+            return Err(ChannelClosed);
+        }
+        let id = self.opened.fetch_add(1, Ordering::Relaxed);
+        state.open.insert(id, socket);
+        Ok(Registration {
+            sockets: Arc::clone(self),
+            id,
+        })
+    }
+
+    /// Refuses new connections and shuts every open one down (both directions): the
+    /// peer sees each connection end at once. Idempotent.
+    pub(crate) fn close(&self) {
+        let sockets: Vec<Socket> = {
+            let mut state = self.state.lock();
+            state.closed = true;
+            state.open.drain().map(|(_, s)| s).collect()
+        };
+        for socket in sockets {
+            // NotConnected: the peer or the connection's task got there first.
+            let _ = socket.shutdown(Shutdown::Both);
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.state.lock().closed
+    }
+
+    pub(crate) fn open(&self) -> usize {
+        self.state.lock().open.len()
+    }
+
+    pub(crate) fn opened(&self) -> u64 {
+        self.opened.load(Ordering::Relaxed)
+    }
+}
+
+/// Removes (and closes the duplicate of) a connection's socket when the connection's
+/// I/O is dropped.
+struct Registration {
+    sockets: Arc<Sockets>,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let removed = self.sockets.state.lock().open.remove(&self.id);
+        drop(removed);
+    }
+}
+
+/// A connection's I/O with its registration.
+pub(crate) struct TrackedIo {
+    io: TokioIo<TcpStream>,
+    _registration: Registration,
+}
+
+impl hyper::rt::Read for TrackedIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for TrackedIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+}
+
+/// Dials with an `HttpConnector` and registers each connection's socket.
+#[derive(Clone)]
+pub(crate) struct TrackingConnector {
+    http: HttpConnector,
+    sockets: Arc<Sockets>,
+}
+
+impl TrackingConnector {
+    pub(crate) fn new(http: HttpConnector, sockets: Arc<Sockets>) -> Self {
+        TrackingConnector { http, sockets }
+    }
+}
+
+impl Service<Uri> for TrackingConnector {
+    type Response = TrackedIo;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<TrackedIo, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.http.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        if self.sockets.is_closed() {
+            return Box::pin(std::future::ready(Err(ChannelClosed.into())));
+        }
+        let sockets = Arc::clone(&self.sockets);
+        let connecting = self.http.call(uri);
+        Box::pin(async move {
+            let io = connecting.await?;
+            // A second descriptor for the same socket: `shutdown(2)` on it ends the
+            // connection whoever holds the first.
+            let socket = SockRef::from(io.inner()).try_clone()?;
+            let registration = sockets.register(socket)?;
+            Ok(TrackedIo {
+                io,
+                _registration: registration,
+            })
+        })
+    }
+}
+
+/// A closed channel's connector refusing to dial.
+#[derive(Debug)]
+struct ChannelClosed;
+
+impl fmt::Display for ChannelClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "this channel was closed by its rtlocal manager; get a fresh one with `client()`",
+        )
+    }
+}
+
+impl StdError for ChannelClosed {}
