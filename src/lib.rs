@@ -162,6 +162,35 @@
 //! let text = HTTP.client().await?.get("http://127.0.0.1:8080/").send().await?.text().await?;
 //! ```
 //!
+//! ## PostgreSQL, Redis and gRPC clients
+//!
+//! The workspace's integration crates manage the clients users hit this with most:
+//! `rtlocal-sqlx` (`PgManager`: sqlx `PgPool`s), `rtlocal-redis` (`RedisManager`: redis
+//! `ConnectionManager`s, built asynchronously) and `rtlocal-tonic` (`ChannelManager`:
+//! tonic `Channel`s). A `static` one serves every `#[tokio::test]` of a binary, each
+//! test's runtime getting its own pool, connection or channel:
+//!
+//! ```ignore
+//! use std::sync::LazyLock;
+//! use rtlocal_sqlx::{PgManager, PgPoolFactory};
+//!
+//! static DB: LazyLock<PgManager> = LazyLock::new(|| {
+//!     PgManager::new(PgPoolFactory::from_url("postgres://app@127.0.0.1/app").unwrap())
+//! });
+//!
+//! #[tokio::test]
+//! async fn counts_orders() {
+//!     let pool = DB.client().await.unwrap(); // derefs to `PgPool`
+//!     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
+//!         .fetch_one(&*pool).await.unwrap();
+//!     assert!(n >= 0);
+//! }
+//! ```
+//!
+//! Each crate's docs say what "closed" means for its client and what cannot be closed
+//! while its runtime idles; `integrations/rtlocal-all/examples/task_runner_all.rs` runs a
+//! task-runner pool that uses all of them and ends with [`shutdown_all`].
+//!
 //! ## One client per runtime
 //!
 //! By default each thread has its own client. On a `multi_thread` runtime,
