@@ -112,7 +112,7 @@ impl Deadline {
 
 impl Drop for Deadline {
     fn drop(&mut self) {
-        if let Wait::Thread(key, _) = self.wait {
+        if let Wait::Thread(key, _) = &self.wait {
             timer::cancel(key);
         }
     }

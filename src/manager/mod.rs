@@ -12,7 +12,7 @@
 
 mod all;
 mod client;
-mod closer;
+pub(crate) mod closer;
 mod factory;
 mod hot;
 mod id;

@@ -87,7 +87,7 @@ impl ConnTracker {
         self.reaping.store(true, Ordering::SeqCst);
         let mut st = self.state.lock();
         if let Some(key) = st.reaper.take() {
-            timer::cancel(key);
+            timer::cancel(&key);
         }
         let next = if st.closed || st.sockets.is_empty() {
             // The next registered socket schedules a check again.

@@ -168,7 +168,7 @@ impl ConnTracker {
                 Counters::dec(&self.counters.connections_open);
             }
             if let Some(key) = st.reaper.take() {
-                timer::cancel(key);
+                timer::cancel(&key);
             }
             std::mem::take(&mut st.tasks)
         };
