@@ -94,6 +94,9 @@ impl SlotClient for FakeClient {
         }
         first
     }
+    fn in_flight(&self) -> u64 {
+        self.life.in_flight()
+    }
 }
 
 /// A runtime binding: an id and a liveness token.
@@ -136,6 +139,8 @@ pub struct World {
     /// Whether a build may see another open client: only a superseded leader's build,
     /// finishing after a take-over, does (its client is then force-closed unpublished).
     pub concurrent_builds_allowed: AtomicBool,
+    /// Stale clients a leader closed gracefully and reported (`Driver::replaced`).
+    replaced: AtomicUsize,
 }
 
 impl World {
@@ -145,6 +150,7 @@ impl World {
             clients: Mutex::new(Vec::new()),
             violations: Mutex::new(Vec::new()),
             concurrent_builds_allowed: AtomicBool::new(false),
+            replaced: AtomicUsize::new(0),
         })
     }
 
@@ -169,6 +175,11 @@ impl World {
         };
         clients.push(c.clone());
         c
+    }
+
+    /// Stale clients closed gracefully by their replacement's leader.
+    pub fn replaced(&self) -> usize {
+        self.replaced.load(Ordering::SeqCst)
     }
 
     pub fn created(&self) -> usize {
@@ -369,6 +380,18 @@ impl Driver for FakeDriver {
             }
             Ok(world.build(runtime))
         }
+    }
+
+    fn replaced(&self, stale: &FakeClient, outcome: CloseOutcome) {
+        assert!(
+            stale.is_closed(),
+            "client {} reported replaced while open",
+            stale.id
+        );
+        // Not necessarily closed by this close: a take-over or a forced clear may have
+        // force-closed it first.
+        let _ = outcome;
+        self.world.replaced.fetch_add(1, Ordering::SeqCst);
     }
 
     fn close(&self, client: &FakeClient, _: Duration) -> impl Future<Output = CloseOutcome> + Send {

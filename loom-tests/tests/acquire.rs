@@ -16,6 +16,12 @@ fn check_replacement(world: &World, slot: &FakeSlot, stale: &FakeClient, got: &[
     );
     stale.assert_closed_once("a replaced client is closed before its replacement is built");
     assert!(new.is_open() && new.closes() == 0);
+    assert_eq!(
+        world.replaced(),
+        1,
+        "the leader closes the stale client gracefully, then reports it"
+    );
+    assert!(slot.try_hit(&1).is_none(), "the old binding's probe misses");
     assert_eq!(slot.try_hit(&2).map(|(c, _)| c.id), Some(new.id));
 }
 
@@ -157,6 +163,10 @@ fn panicking_build_fails_its_waiters() {
         assert!(
             theirs.is_build() && theirs.to_string().contains("panicked"),
             "{theirs}"
+        );
+        assert!(
+            mine.to_string().contains("the fake factory panics"),
+            "the panic's own message is kept: {mine}"
         );
         let next = get_client(&slot, &FakeDriver::new(&world), &ShutdownGate::new(), &key);
         assert!(next.unwrap().is_open());

@@ -78,3 +78,19 @@ fn shutdown_racing_a_publish_on_a_lock_free_list() {
         );
     });
 }
+
+/// A caller arriving after `shutdown` is refused at once: it builds nothing.
+#[test]
+fn a_caller_after_shutdown_builds_nothing() {
+    model(|| {
+        let world = World::new();
+        let gate = ShutdownGate::new();
+        gate.close();
+        let d = FakeDriver::new(&world);
+        let slot = Arc::new(FakeSlot::new());
+        let got = get_client(&slot, &d, &gate, &FakeKey::new(1));
+        assert!(got.unwrap_err().is_shut_down());
+        assert_eq!(d.builds(), 0, "a build after shutdown");
+        assert_eq!(world.created(), 0);
+    });
+}

@@ -59,6 +59,12 @@ fn cached_client_is_still_the_slots_client() {
         let (slot, first) = primed(&world, 1);
         let entry = Arc::new(RuntimeEntry::new());
         let _hot = remember(&first, &entry);
+        assert_eq!(
+            cached(1).map(|c| c.id),
+            Some(first.id),
+            "the cache answers for its open client on its live runtime"
+        );
+        assert!(cached(2).is_none(), "nor for another runtime");
         let (s2, w2) = (slot.clone(), world.clone());
         let t = thread::spawn(move || close_all(vec![s2], &FakeDriver::new(&w2)));
         let served = cached(1);

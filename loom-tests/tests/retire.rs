@@ -133,3 +133,64 @@ fn retirement_never_makes_a_caller_wait() {
         assert_eq!(slot.try_hit(&1).map(|(c, _)| c.id), Some(got.id));
     });
 }
+
+/// A retire-all whose deadline passes while a replacement is stuck before its reset (its
+/// leader parked on a runtime nobody drives) force-clears the slot: the stale client is
+/// closed, its requests counted as cut; the leader, when it comes back, is superseded.
+#[test]
+fn deadline_force_clears_a_stuck_replacement() {
+    model(|| {
+        let world = World::new();
+        let (slot, first) = primed(&world, 1);
+        assert!(first.life.begin_request() && first.life.begin_request());
+        let Acquire::Lead(lease) = FakeSlot::acquire(&slot, FakeKey::new(2)) else {
+            panic!("another binding leads");
+        };
+        let report = close_all(
+            vec![slot.clone()],
+            &FakeDriver::with(&world, Wait::Impatient, Build::Ready),
+        );
+        assert_eq!(
+            (
+                report.closed,
+                report.forced,
+                report.in_flight_cut,
+                report.waited_for_replacement
+            ),
+            (1, 1, 2, 1),
+            "closed, forced, cut, waited"
+        );
+        first.assert_closed_once("a stuck replacement's stale is force-cleared");
+        assert!(lease.reset().is_err(), "the stuck leader is superseded");
+    });
+}
+
+/// The same for a retirement stuck mid-close (a thread's exit whose closer never ran).
+#[test]
+fn deadline_force_clears_a_stuck_retirement() {
+    model(|| {
+        let world = World::new();
+        let (slot, first) = primed(&world, 1);
+        assert!(first.life.begin_request());
+        let Retire::Lease(lease) = FakeSlot::retire(&slot) else {
+            panic!("a ready slot retires");
+        };
+        let report = close_all(
+            vec![slot.clone()],
+            &FakeDriver::with(&world, Wait::Impatient, Build::Ready),
+        );
+        assert_eq!(
+            (
+                report.closed,
+                report.forced,
+                report.in_flight_cut,
+                report.waited_for_replacement
+            ),
+            (1, 1, 1, 1),
+            "closed, forced, cut, waited"
+        );
+        first.assert_closed_once("a stuck retirement's client is force-cleared");
+        lease.finish();
+        assert!(slot.try_hit(&1).is_none());
+    });
+}

@@ -22,6 +22,11 @@ fn two_threads_race_to_create_a_runtime_slot() {
         let (theirs, _) = t.join().unwrap();
         assert!(Arc::ptr_eq(&mine, &theirs), "one slot per live runtime");
         assert_eq!(map.len(), 1);
+        let all = map.slots();
+        assert!(
+            all.len() == 1 && Arc::ptr_eq(&all[0], &mine),
+            "close_all sees it"
+        );
         // Teardown removes it; the map is bounded by live runtimes.
         assert_eq!(
             entry.teardown(),
