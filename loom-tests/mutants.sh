@@ -2,13 +2,17 @@
 # Mutation score of the lifecycle core: cargo-mutants over src/lifecycle/*.rs and src/sync.rs,
 # with the crate's unit tests AND the loom models as the check.
 #
-#   bash loom-tests/mutants.sh                 # every core file
-#   bash loom-tests/mutants.sh -f src/lifecycle/slot.rs   # extra args go to cargo-mutants
-#   bash loom-tests/mutants.sh --list          # what would be mutated
+#   bash loom-tests/mutants.sh                  # every core file
+#   bash loom-tests/mutants.sh -F 'slot\.rs'    # extra args go to cargo-mutants
+#   bash loom-tests/mutants.sh --list           # what would be mutated
+#   bash loom-tests/mutants.sh --iterate        # only what the last run did not catch
 #
-# Needs `cargo install cargo-mutants --locked`. Results: target/mutants/mutants.out/
-# (outcomes.json, caught.txt, missed.txt, unviable.txt, timeout.txt); loom-tests/MUTANTS.md
-# records the last full run.
+# Needs `cargo install cargo-mutants --locked`. Results in target/mutants/mutants.out/ (or
+# $MUTANTS_OUT/mutants.out/): outcomes.json, caught.txt, missed.txt, unviable.txt,
+# timeout.txt. loom-tests/MUTANTS.md records the last full run.
+#
+# The unit tests' own helpers are not mutated (`--exclude-re tests::`: cargo-mutants skips
+# `#[cfg(test)]` modules, not `#[cfg(all(test, not(rtlocal_loom)))]` ones).
 #
 # How: one mutant needs two builds with different cfgs (the unit tests without
 # `rtlocal_loom`, the models with it), which one `cargo test` cannot do. So cargo-mutants
@@ -68,6 +72,7 @@ export CARGO="$root/loom-tests/mutants.sh"
 # The binary itself (not `cargo mutants`): cargo would reset $CARGO for its subcommand.
 exec cargo-mutants mutants \
     -f 'src/lifecycle/*.rs' -f src/sync.rs \
+    --exclude-re '\btests::' \
     -j 1 --timeout 300 --build-timeout 900 \
-    -o "$root/target/mutants" \
+    -o "${MUTANTS_OUT:-$root/target/mutants}" \
     "$@"
