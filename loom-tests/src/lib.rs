@@ -66,6 +66,16 @@ impl FakeClient {
     pub fn closes(&self) -> usize {
         self.closes.load(Ordering::SeqCst)
     }
+
+    /// Checks the client was closed exactly once; `what` says why it had to be.
+    pub fn assert_closed_once(&self, what: &str) {
+        let n = self.closes();
+        assert_eq!(
+            n, 1,
+            "client {} was closed {n} times, not once: {what}",
+            self.id
+        );
+    }
 }
 
 impl SlotClient for FakeClient {
@@ -83,6 +93,9 @@ impl SlotClient for FakeClient {
             self.closes.fetch_add(1, Ordering::SeqCst);
         }
         first
+    }
+    fn in_flight(&self) -> u64 {
+        self.life.in_flight()
     }
 }
 
@@ -126,6 +139,8 @@ pub struct World {
     /// Whether a build may see another open client: only a superseded leader's build,
     /// finishing after a take-over, does (its client is then force-closed unpublished).
     pub concurrent_builds_allowed: AtomicBool,
+    /// Stale clients a leader closed gracefully and reported (`Driver::replaced`).
+    replaced: AtomicUsize,
 }
 
 impl World {
@@ -135,6 +150,7 @@ impl World {
             clients: Mutex::new(Vec::new()),
             violations: Mutex::new(Vec::new()),
             concurrent_builds_allowed: AtomicBool::new(false),
+            replaced: AtomicUsize::new(0),
         })
     }
 
@@ -159,6 +175,11 @@ impl World {
         };
         clients.push(c.clone());
         c
+    }
+
+    /// Stale clients closed gracefully by their replacement's leader.
+    pub fn replaced(&self) -> usize {
+        self.replaced.load(Ordering::SeqCst)
     }
 
     pub fn created(&self) -> usize {
@@ -192,24 +213,48 @@ pub enum Wait {
     Impatient,
 }
 
-/// The core's `Timer`, without time: see [`Wait`].
-pub struct FakeTimer(pub Wait);
+/// The core's `Timer`, without time: see [`Wait`]. A deadline is the duration it was
+/// set for, and every bounded wait's is recorded, so a model can tell a caller that waited
+/// on another's replacement (bounded by close + build timeouts) from one that built (bounded
+/// by the build timeout).
+pub struct FakeTimer {
+    pub wait: Wait,
+    /// Each bounded wait's duration, in order. A plain mutex: one driver, one thread.
+    bounds: std::sync::Mutex<Vec<Duration>>,
+}
 
-impl Timer for FakeTimer {
-    type Deadline = ();
-
-    fn after(&self, _: Duration) {}
-
-    fn remaining(&self, (): ()) -> Duration {
-        Duration::from_secs(1)
+impl FakeTimer {
+    pub fn new(wait: Wait) -> Self {
+        FakeTimer {
+            wait,
+            bounds: std::sync::Mutex::new(Vec::new()),
+        }
     }
 
-    fn until<F>(&self, (): (), fut: F) -> impl Future<Output = Option<F::Output>> + Send
+    /// The durations of the bounded waits so far.
+    pub fn bounds(&self) -> Vec<Duration> {
+        self.bounds.lock().unwrap().clone()
+    }
+}
+
+impl Timer for FakeTimer {
+    type Deadline = Duration;
+
+    fn after(&self, d: Duration) -> Duration {
+        d
+    }
+
+    fn remaining(&self, deadline: Duration) -> Duration {
+        deadline
+    }
+
+    fn until<F>(&self, deadline: Duration, fut: F) -> impl Future<Output = Option<F::Output>> + Send
     where
         F: Future + Send,
         F::Output: Send,
     {
-        let patient = self.0 == Wait::Patient;
+        self.bounds.lock().unwrap().push(deadline);
+        let patient = self.wait == Wait::Patient;
         async move {
             if patient {
                 Some(fut.await)
@@ -239,23 +284,53 @@ pub struct FakeDriver {
     pub world: Arc<World>,
     pub timer: FakeTimer,
     pub build: Build,
+    /// Builds this driver started. A plain atomic: one driver, one thread.
+    builds: std::sync::atomic::AtomicUsize,
 }
 
 impl FakeDriver {
     pub fn new(world: &Arc<World>) -> Self {
-        FakeDriver {
-            world: world.clone(),
-            timer: FakeTimer(Wait::Patient),
-            build: Build::Ready,
-        }
+        FakeDriver::with(world, Wait::Patient, Build::Ready)
     }
 
     pub fn with(world: &Arc<World>, wait: Wait, build: Build) -> Self {
         FakeDriver {
             world: world.clone(),
-            timer: FakeTimer(wait),
+            timer: FakeTimer::new(wait),
             build,
+            builds: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// The timeouts this fake reports: distinct, so a bound tells which wait it was.
+    pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+    pub const BUILD_TIMEOUT: Duration = Duration::from_secs(2);
+    /// How long a caller waits on another's replacement: its whole budget.
+    pub const WAIT_BOUND: Duration = Duration::from_secs(3);
+
+    /// Builds this driver started.
+    pub fn builds(&self) -> usize {
+        self.builds.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Times this driver's caller waited on another caller's replacement. Checks every
+    /// bounded wait was one of the two `acquire` makes: a build's (build timeout, one per
+    /// build) or a wait's (the leader's whole budget).
+    pub fn waits(&self) -> usize {
+        let bounds = self.timer.bounds();
+        for b in &bounds {
+            assert!(
+                *b == Self::BUILD_TIMEOUT || *b == Self::WAIT_BOUND,
+                "a bounded wait of {b:?}: neither the build timeout nor close + build"
+            );
+        }
+        let builds = bounds.iter().filter(|b| **b == Self::BUILD_TIMEOUT).count();
+        assert_eq!(
+            builds,
+            self.builds(),
+            "every build is bounded by the build timeout"
+        );
+        bounds.len() - builds
     }
 }
 
@@ -285,14 +360,16 @@ impl Driver for FakeDriver {
     }
 
     fn close_timeout(&self) -> Duration {
-        Duration::from_secs(1)
+        Self::CLOSE_TIMEOUT
     }
 
     fn build_timeout(&self) -> Duration {
-        Duration::from_secs(1)
+        Self::BUILD_TIMEOUT
     }
 
     fn build(&self, key: &FakeKey) -> impl Future<Output = Result<FakeClient, Error>> + Send {
+        self.builds
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let (world, runtime, mode) = (self.world.clone(), key.runtime, self.build);
         async move {
             match mode {
@@ -303,6 +380,18 @@ impl Driver for FakeDriver {
             }
             Ok(world.build(runtime))
         }
+    }
+
+    fn replaced(&self, stale: &FakeClient, outcome: CloseOutcome) {
+        assert!(
+            stale.is_closed(),
+            "client {} reported replaced while open",
+            stale.id
+        );
+        // Not necessarily closed by this close: a take-over or a forced clear may have
+        // force-closed it first.
+        let _ = outcome;
+        self.world.replaced.fetch_add(1, Ordering::SeqCst);
     }
 
     fn close(&self, client: &FakeClient, _: Duration) -> impl Future<Output = CloseOutcome> + Send {
@@ -337,9 +426,12 @@ pub fn get_client(
     got
 }
 
+/// The timeout `close_all` passes (distinct from the fake driver's own timeouts).
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The manager's `close_all()`: the production `retire_all`, run to completion.
 pub fn close_all(slots: Vec<Arc<FakeSlot>>, driver: &FakeDriver) -> Retired {
-    loom::future::block_on(retire_all(driver, slots, Duration::from_secs(1)))
+    loom::future::block_on(retire_all(driver, slots, SHUTDOWN_TIMEOUT))
 }
 
 /// A slot whose client for `runtime` is built and published.

@@ -14,8 +14,14 @@ fn check_replacement(world: &World, slot: &FakeSlot, stale: &FakeClient, got: &[
         got.iter().all(|c| c.id == new.id),
         "all callers get the one new client"
     );
-    assert_eq!(stale.closes(), 1);
+    stale.assert_closed_once("a replaced client is closed before its replacement is built");
     assert!(new.is_open() && new.closes() == 0);
+    assert_eq!(
+        world.replaced(),
+        1,
+        "the leader closes the stale client gracefully, then reports it"
+    );
+    assert!(slot.try_hit(&1).is_none(), "the old binding's probe misses");
     assert_eq!(slot.try_hit(&2).map(|(c, _)| c.id), Some(new.id));
 }
 
@@ -84,14 +90,26 @@ fn cancelled_build_racing_a_waiter() {
         t.join().unwrap();
         let got = got.unwrap();
         assert_ne!(got.id, stale.id);
-        assert_eq!(stale.closes(), 1);
+        stale.assert_closed_once("a replaced client is closed before its replacement is built");
         assert!(got.is_open());
         check_no_orphans(&world, &slot, 2);
     });
 }
 
-/// A build that fails: every caller waiting on it gets the error (none waits for more),
-/// and the slot is free for the next call.
+/// Each caller either waited on the other's build or built its own, never both: a caller
+/// that waited on a failed (or panicked) build got that failure rather than retrying.
+fn waited_or_built(d: &FakeDriver) {
+    let (waits, builds) = (d.waits(), d.builds());
+    assert_eq!(
+        (waits, builds),
+        if waits > 0 { (1, 0) } else { (0, 1) },
+        "a caller waited {waits} time(s) and built {builds} time(s): a waiter of a failed \
+         build must get its error, not retry"
+    );
+}
+
+/// A build that fails: every caller waiting on it gets the error (none waits for more,
+/// none retries), and the slot is free for the next call.
 #[test]
 fn failed_build_fails_its_waiters() {
     model(|| {
@@ -101,10 +119,13 @@ fn failed_build_fails_its_waiters() {
         let (s2, w2, k2) = (slot.clone(), world.clone(), key.clone());
         let t = thread::spawn(move || {
             let d = FakeDriver::with(&w2, Wait::Patient, Build::Fail);
-            get_client(&s2, &d, &ShutdownGate::new(), &k2)
+            let got = get_client(&s2, &d, &ShutdownGate::new(), &k2);
+            waited_or_built(&d);
+            got
         });
         let d = FakeDriver::with(&world, Wait::Patient, Build::Fail);
         let mine = get_client(&slot, &d, &ShutdownGate::new(), &key);
+        waited_or_built(&d);
         let theirs = t.join().unwrap();
         assert!(mine.unwrap_err().is_build());
         assert!(theirs.unwrap_err().is_build());
@@ -126,17 +147,27 @@ fn panicking_build_fails_its_waiters() {
         let (s2, w2, k2) = (slot.clone(), world.clone(), key.clone());
         let t = thread::spawn(move || {
             let d = FakeDriver::with(&w2, Wait::Patient, Build::Panic);
-            get_client(&s2, &d, &ShutdownGate::new(), &k2)
+            let got = get_client(&s2, &d, &ShutdownGate::new(), &k2);
+            waited_or_built(&d);
+            got
         });
         let d = FakeDriver::with(&world, Wait::Patient, Build::Panic);
         let mine = get_client(&slot, &d, &ShutdownGate::new(), &key);
+        waited_or_built(&d);
         let theirs = t.join().unwrap();
         let (mine, theirs) = (mine.unwrap_err(), theirs.unwrap_err());
         assert!(
             mine.is_build() && mine.to_string().contains("panicked"),
             "{mine}"
         );
-        assert!(theirs.is_build(), "{theirs}");
+        assert!(
+            theirs.is_build() && theirs.to_string().contains("panicked"),
+            "{theirs}"
+        );
+        assert!(
+            mine.to_string().contains("the fake factory panics"),
+            "the panic's own message is kept: {mine}"
+        );
         let next = get_client(&slot, &FakeDriver::new(&world), &ShutdownGate::new(), &key);
         assert!(next.unwrap().is_open());
     });
@@ -164,7 +195,7 @@ fn bounded_wait_takes_over_a_stuck_leader() {
         let d = FakeDriver::with(&world, Wait::Impatient, Build::Ready);
         let mine = get_client(&slot, &d, &ShutdownGate::new(), &key).unwrap();
         let theirs = t.join().unwrap().unwrap();
-        assert_eq!(stale.closes(), 1);
+        stale.assert_closed_once("a replaced client is closed before its replacement is built");
         assert_eq!((mine.runtime, theirs.runtime), (2, 2));
         check_no_orphans(&world, &slot, 2);
     });

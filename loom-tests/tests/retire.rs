@@ -23,7 +23,7 @@ fn close_all_racing_client_same_runtime() {
         );
         let report = t.join().unwrap();
         assert!(got.is_ok());
-        assert_eq!(first.closes(), 1, "close_all closed the first client");
+        first.assert_closed_once("close_all closes the client it retires");
         assert_eq!(report.closed, 1);
         check_no_orphans(&world, &slot, 1);
     });
@@ -46,7 +46,7 @@ fn close_all_racing_a_replacement() {
         let report = t.join().unwrap();
         let got = got.unwrap();
         assert_ne!(got.id, first.id);
-        assert_eq!(first.closes(), 1);
+        first.assert_closed_once("a replaced or retired client is closed");
         assert!(report.closed <= 2);
         check_no_orphans(&world, &slot, 2);
     });
@@ -70,7 +70,7 @@ fn deadline_force_clear_racing_a_replacement() {
         let d = FakeDriver::with(&world, Wait::Patient, Build::YieldOnce);
         let got = get_client(&slot, &d, &ShutdownGate::new(), &FakeKey::new(2));
         let _ = t.join().unwrap();
-        assert_eq!(first.closes(), 1);
+        first.assert_closed_once("a replaced client is closed, by its leader or the forced clear");
         if let Ok(c) = &got {
             assert_eq!(c.runtime, 2);
         }
@@ -101,7 +101,7 @@ fn thread_exit_racing_close_all() {
         });
         let report = close_all(vec![slot.clone()], &FakeDriver::new(&world));
         let by_exit = exit.join().unwrap();
-        assert_eq!(first.closes(), 1);
+        first.assert_closed_once("a retired client is closed by whoever retired it");
         assert_eq!(by_exit + report.closed, 1, "closed once, counted once");
         // Nothing is left: close_all waited for the exit's retirement or did it itself.
         assert!(slot.try_hit(&1).is_none());
@@ -122,19 +122,76 @@ fn retirement_never_makes_a_caller_wait() {
         // The retirement is held open (its drain not finished) while the caller asks:
         // the impatient timer would turn any wait into a take-over, so also check no wait
         // happened by the count of builds.
-        let got = get_client(
-            &slot,
-            &FakeDriver::new(&world),
-            &ShutdownGate::new(),
-            &FakeKey::new(1),
-        )
-        .unwrap();
+        let d = FakeDriver::new(&world);
+        let got = get_client(&slot, &d, &ShutdownGate::new(), &FakeKey::new(1)).unwrap();
+        assert_eq!(d.waits(), 0, "a caller waited on a retirement");
         assert_ne!(got.id, first.id);
         assert!(!first.is_open(), "the retired client read closing at once");
         let d = FakeDriver::new(&world);
         let _ = loom::future::block_on(close_retired(&d, lease, d.close_timeout()));
-        assert_eq!(first.closes(), 1);
+        first.assert_closed_once("a retired client is closed by its retirer");
         // The retirement's end left the new client in place.
         assert_eq!(slot.try_hit(&1).map(|(c, _)| c.id), Some(got.id));
+    });
+}
+
+/// A retire-all whose deadline passes while a replacement is stuck before its reset (its
+/// leader parked on a runtime nobody drives) force-clears the slot: the stale client is
+/// closed, its requests counted as cut; the leader, when it comes back, is superseded.
+#[test]
+fn deadline_force_clears_a_stuck_replacement() {
+    model(|| {
+        let world = World::new();
+        let (slot, first) = primed(&world, 1);
+        assert!(first.life.begin_request() && first.life.begin_request());
+        let Acquire::Lead(lease) = FakeSlot::acquire(&slot, FakeKey::new(2)) else {
+            panic!("another binding leads");
+        };
+        let report = close_all(
+            vec![slot.clone()],
+            &FakeDriver::with(&world, Wait::Impatient, Build::Ready),
+        );
+        assert_eq!(
+            (
+                report.closed,
+                report.forced,
+                report.in_flight_cut,
+                report.waited_for_replacement
+            ),
+            (1, 1, 2, 1),
+            "closed, forced, cut, waited"
+        );
+        first.assert_closed_once("a stuck replacement's stale is force-cleared");
+        assert!(lease.reset().is_err(), "the stuck leader is superseded");
+    });
+}
+
+/// The same for a retirement stuck mid-close (a thread's exit whose closer never ran).
+#[test]
+fn deadline_force_clears_a_stuck_retirement() {
+    model(|| {
+        let world = World::new();
+        let (slot, first) = primed(&world, 1);
+        assert!(first.life.begin_request());
+        let Retire::Lease(lease) = FakeSlot::retire(&slot) else {
+            panic!("a ready slot retires");
+        };
+        let report = close_all(
+            vec![slot.clone()],
+            &FakeDriver::with(&world, Wait::Impatient, Build::Ready),
+        );
+        assert_eq!(
+            (
+                report.closed,
+                report.forced,
+                report.in_flight_cut,
+                report.waited_for_replacement
+            ),
+            (1, 1, 1, 1),
+            "closed, forced, cut, waited"
+        );
+        first.assert_closed_once("a stuck retirement's client is force-cleared");
+        lease.finish();
+        assert!(slot.try_hit(&1).is_none());
     });
 }

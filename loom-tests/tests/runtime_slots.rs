@@ -22,6 +22,11 @@ fn two_threads_race_to_create_a_runtime_slot() {
         let (theirs, _) = t.join().unwrap();
         assert!(Arc::ptr_eq(&mine, &theirs), "one slot per live runtime");
         assert_eq!(map.len(), 1);
+        let all = map.slots();
+        assert!(
+            all.len() == 1 && Arc::ptr_eq(&all[0], &mine),
+            "close_all sees it"
+        );
         // Teardown removes it; the map is bounded by live runtimes.
         assert_eq!(
             entry.teardown(),
@@ -66,5 +71,37 @@ fn teardown_removes_only_its_own_runtime_slot() {
         t.join().unwrap();
         assert!(Arc::ptr_eq(&sa, &again));
         assert_eq!(map.len(), 1, "only the torn-down runtime's slot is gone");
+    });
+}
+
+/// Runtime ids are reused: a runtime's teardown racing the creation of a slot for a new
+/// runtime under the same id removes only its own slot, never the live runtime's (the
+/// removal callback checks the map still holds its own slot).
+#[test]
+fn teardown_never_removes_a_reused_ids_live_slot() {
+    model(|| {
+        let map = Arc::new(Map::new());
+        let (old, new) = (Arc::new(RuntimeEntry::new()), Arc::new(RuntimeEntry::new()));
+        let (stale, _) = RuntimeSlots::get_or_insert(&map, 7, &old, FakeSlot::new).unwrap();
+        let o2 = old.clone();
+        let t = thread::spawn(move || o2.teardown());
+        let (live, found) = RuntimeSlots::get_or_insert(&map, 7, &new, FakeSlot::new).unwrap();
+        assert_eq!(
+            found,
+            Found::Inserted,
+            "the dead runtime's slot never serves"
+        );
+        assert!(!Arc::ptr_eq(&live, &stale));
+        assert_eq!(t.join().unwrap(), 1);
+        assert_eq!(map.len(), 1, "the live runtime's slot was removed");
+        let (again, found) = RuntimeSlots::get_or_insert(&map, 7, &new, FakeSlot::new).unwrap();
+        assert_eq!(
+            found,
+            Found::Existing,
+            "the live runtime's slot was removed"
+        );
+        assert!(Arc::ptr_eq(&again, &live));
+        assert_eq!(new.teardown(), 1);
+        assert_eq!(map.len(), 0);
     });
 }

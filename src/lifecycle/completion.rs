@@ -87,3 +87,44 @@ impl<T> fmt::Debug for Wait<T> {
         f.debug_struct("Wait").finish_non_exhaustive()
     }
 }
+
+#[cfg(all(test, not(rtlocal_loom)))]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn first_value_wins_and_every_waiter_is_woken_once() {
+        let c = Arc::new(Completion::new());
+        assert_eq!(format!("{c:?}"), "Completion { done: false }");
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&count));
+        let mut cx = Context::from_waker(&waker);
+        let mut a = Completion::wait(Arc::clone(&c));
+        let mut b = Completion::wait(Arc::clone(&c));
+        assert_eq!(format!("{a:?}"), "Wait { .. }");
+        assert!(Pin::new(&mut a).poll(&mut cx).is_pending());
+        // Polled again with the same waker: registered once.
+        assert!(Pin::new(&mut a).poll(&mut cx).is_pending());
+        assert!(b.poll_unpin(&mut cx).is_pending());
+        c.complete(1);
+        c.complete(2);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "one waker, woken once");
+        assert_eq!(format!("{c:?}"), "Completion { done: true }");
+        assert_eq!(a.now_or_never(), Some(1));
+        assert_eq!(b.now_or_never(), Some(1));
+        assert_eq!(Completion::wait(c).now_or_never(), Some(1));
+    }
+}

@@ -109,3 +109,28 @@ pub trait Driver: Send + Sync {
         let _ = (stale, outcome);
     }
 }
+
+#[cfg(all(test, not(rtlocal_loom)))]
+mod tests {
+    use super::*;
+
+    #[derive(Clone)]
+    struct Plain;
+
+    impl SlotClient for Plain {
+        fn is_open(&self) -> bool {
+            true
+        }
+
+        fn begin_close(&self) {}
+
+        fn force_close(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn a_client_that_counts_nothing_reports_nothing_in_flight() {
+        assert_eq!(Plain.in_flight(), 0);
+    }
+}

@@ -49,3 +49,19 @@ impl ShutdownGate {
         !self.closed.load(Ordering::SeqCst)
     }
 }
+
+#[cfg(all(test, not(rtlocal_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closes_once_and_for_all() {
+        let gate = ShutdownGate::new();
+        assert!(!gate.is_closed());
+        assert!(gate.admits());
+        gate.close();
+        assert!(gate.is_closed());
+        assert!(!gate.admits());
+        assert!(ShutdownGate::default().admits());
+    }
+}

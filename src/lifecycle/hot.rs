@@ -56,3 +56,57 @@ impl<I: Copy + Eq, H> HotEntry<I, H> {
 pub fn may_remember<T: Eq>(bound_thread: Option<T>, current: T) -> bool {
     bound_thread.is_none_or(|t| t == current)
 }
+
+#[cfg(all(test, not(rtlocal_loom)))]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    struct C(Arc<AtomicBool>);
+
+    impl SlotClient for C {
+        fn is_open(&self) -> bool {
+            self.0.load(Ordering::SeqCst)
+        }
+
+        fn begin_close(&self) {
+            self.0.store(false, Ordering::SeqCst);
+        }
+
+        fn force_close(&self) -> bool {
+            self.0.swap(false, Ordering::SeqCst)
+        }
+    }
+
+    #[test]
+    fn serves_only_its_open_client_on_its_live_runtime() {
+        let entry = Arc::new(RuntimeEntry::new());
+        let client = C(Arc::new(AtomicBool::new(true)));
+        let hot = HotEntry::new(7u64, Arc::clone(&entry), client.clone());
+        let up = |c: &C| Some(c.clone());
+        assert!(hot.serve(7, up).is_some(), "same runtime, alive, open");
+        assert!(hot.serve(8, up).is_none(), "another runtime");
+        assert!(
+            hot.serve::<C>(7, |_| None).is_none(),
+            "gone (or another manager's)"
+        );
+        client.begin_close();
+        assert!(hot.serve(7, up).is_none(), "a closing client");
+        let reopened = C(Arc::new(AtomicBool::new(true)));
+        let hot = HotEntry::new(7u64, Arc::clone(&entry), reopened);
+        entry.teardown();
+        assert!(
+            hot.serve(7, up).is_none(),
+            "a torn-down runtime (ids are reused)"
+        );
+    }
+
+    #[test]
+    fn remembers_only_for_its_own_thread() {
+        assert!(may_remember(None, 1));
+        assert!(may_remember(Some(1), 1));
+        assert!(!may_remember(Some(2), 1));
+    }
+}

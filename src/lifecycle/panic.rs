@@ -12,3 +12,18 @@ pub(crate) fn panic_message(p: &(dyn Any + Send)) -> String {
         "non-string panic payload".to_owned()
     }
 }
+
+#[cfg(all(test, not(rtlocal_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn says_what_the_panic_said() {
+        let p = std::panic::catch_unwind(|| panic!("static")).unwrap_err();
+        assert_eq!(panic_message(&*p), "static");
+        let p = std::panic::catch_unwind(|| panic!("formatted {}", 1)).unwrap_err();
+        assert_eq!(panic_message(&*p), "formatted 1");
+        let p = std::panic::catch_unwind(|| std::panic::panic_any(1u8)).unwrap_err();
+        assert_eq!(panic_message(&*p), "non-string panic payload");
+    }
+}

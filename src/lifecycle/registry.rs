@@ -213,4 +213,33 @@ mod tests {
         assert!(!ran.load(Ordering::SeqCst));
         assert!(!h2.cancel());
     }
+
+    #[test]
+    fn debug_shows_liveness_and_pending_callbacks() {
+        let entry = Arc::new(RuntimeEntry::default());
+        let h = RuntimeEntry::register(&entry, || {}).unwrap();
+        assert_eq!(
+            format!("{entry:?}"),
+            "RuntimeEntry { alive: true, pending_callbacks: 1 }"
+        );
+        assert_eq!(
+            format!("{h:?}"),
+            "CleanupHandle { seq: 0, runtime_alive: true }"
+        );
+        let h2 = RuntimeEntry::register(&entry, || {}).unwrap();
+        assert_eq!(
+            format!("{h2:?}"),
+            "CleanupHandle { seq: 1, runtime_alive: true }"
+        );
+        assert_eq!(entry.pending(), 2);
+        assert_eq!(entry.teardown(), 2);
+        assert_eq!(
+            format!("{entry:?}"),
+            "RuntimeEntry { alive: false, pending_callbacks: 0 }"
+        );
+        assert_eq!(
+            format!("{h:?}"),
+            "CleanupHandle { seq: 0, runtime_alive: false }"
+        );
+    }
 }

@@ -131,3 +131,58 @@ pub async fn close_retired<D: Driver>(
     lease.finish();
     closed
 }
+
+#[cfg(all(test, not(rtlocal_loom)))]
+mod tests {
+    use super::*;
+
+    fn closed(closed_now: bool, forced: bool, cut: u64) -> Result<CloseOutcome, String> {
+        Ok(CloseOutcome {
+            closed_now,
+            forced,
+            cut,
+        })
+    }
+
+    #[test]
+    fn counts_each_close_by_how_it_ended() {
+        let mut r = Retired::default();
+        r.count(closed(true, false, 0));
+        r.count(closed(true, true, 3));
+        r.count(closed(false, true, 2));
+        r.count(closed(false, false, 0));
+        r.count(Err("boom".to_owned()));
+        assert_eq!((r.closed, r.forced, r.in_flight_cut), (2, 2, 5));
+        assert_eq!(r.failed.len(), 1);
+        assert!(r.failed[0].is_closed());
+        assert!(r.failed[0].to_string().contains("boom"), "{}", r.failed[0]);
+    }
+
+    #[test]
+    fn adds_every_field() {
+        let mut total = Retired {
+            closed: 1,
+            forced: 2,
+            in_flight_cut: 3,
+            waited_for_replacement: 4,
+            failed: vec![Error::shut_down()],
+        };
+        total.add(Retired {
+            closed: 5,
+            forced: 6,
+            in_flight_cut: 7,
+            waited_for_replacement: 8,
+            failed: vec![Error::runtime_gone()],
+        });
+        assert_eq!(
+            (
+                total.closed,
+                total.forced,
+                total.in_flight_cut,
+                total.waited_for_replacement
+            ),
+            (6, 8, 10, 12)
+        );
+        assert_eq!(total.failed.len(), 2);
+    }
+}

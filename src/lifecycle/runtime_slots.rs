@@ -160,3 +160,59 @@ impl<I, S> fmt::Debug for RuntimeSlots<I, S> {
             .finish()
     }
 }
+
+#[cfg(all(test, not(rtlocal_loom)))]
+mod tests {
+    use super::*;
+
+    type Map = RuntimeSlots<u64, String>;
+
+    #[test]
+    fn one_slot_per_live_runtime_removed_at_its_teardown() {
+        let map = Arc::new(Map::default());
+        let (a, b) = (Arc::new(RuntimeEntry::new()), Arc::new(RuntimeEntry::new()));
+        let (sa, found) = RuntimeSlots::get_or_insert(&map, 1, &a, || "a".to_owned()).unwrap();
+        assert_eq!(found, Found::Inserted);
+        let (again, found) = RuntimeSlots::get_or_insert(&map, 1, &a, || "x".to_owned()).unwrap();
+        assert_eq!(found, Found::Existing);
+        assert!(Arc::ptr_eq(&sa, &again));
+        let (sb, _) = RuntimeSlots::get_or_insert(&map, 2, &b, || "b".to_owned()).unwrap();
+        let mut all: Vec<String> = map.slots().iter().map(|s| s.to_string()).collect();
+        all.sort();
+        assert_eq!(all, ["a", "b"]);
+        assert_eq!(map.len(), 2);
+        assert_eq!(format!("{map:?}"), "RuntimeSlots { runtimes: 2 }");
+        // The removal callback is registered on the runtime's entry, and runs at teardown.
+        assert_eq!(a.teardown(), 1);
+        assert_eq!(map.len(), 1);
+        assert!(Arc::ptr_eq(&map.slots()[0], &sb));
+        assert!(
+            RuntimeSlots::get_or_insert(&map, 1, &a, || "late".to_owned())
+                .unwrap_err()
+                .is_runtime_gone()
+        );
+        assert_eq!(map.len(), 1);
+    }
+
+    #[test]
+    fn a_reused_id_gets_a_new_slot_and_the_old_teardown_leaves_it() {
+        let map = Arc::new(Map::new());
+        let old = Arc::new(RuntimeEntry::new());
+        let (stale, _) = RuntimeSlots::get_or_insert(&map, 1, &old, || "old".to_owned()).unwrap();
+        // The old runtime is torn down only after the new one took its id.
+        let new = Arc::new(RuntimeEntry::new());
+        let (live, found) =
+            RuntimeSlots::get_or_insert(&map, 1, &new, || "new".to_owned()).unwrap();
+        assert_eq!(found, Found::Inserted);
+        assert!(!Arc::ptr_eq(&stale, &live));
+        assert_eq!(old.teardown(), 1);
+        assert_eq!(
+            map.len(),
+            1,
+            "the old runtime's teardown removed the new slot"
+        );
+        let (again, found) = RuntimeSlots::get_or_insert(&map, 1, &new, || "x".to_owned()).unwrap();
+        assert_eq!(found, Found::Existing);
+        assert!(Arc::ptr_eq(&again, &live));
+    }
+}

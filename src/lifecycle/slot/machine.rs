@@ -343,3 +343,440 @@ impl<C: SlotClient, K: BindingKey> fmt::Debug for Retire<C, K> {
         })
     }
 }
+
+#[cfg(all(test, not(rtlocal_loom)))]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures_util::FutureExt;
+
+    use super::*;
+    use crate::lifecycle::phase::{Lifecycle, Phase};
+
+    #[derive(Clone, Debug)]
+    struct C {
+        id: usize,
+        life: Arc<Lifecycle>,
+        closes: Arc<AtomicUsize>,
+    }
+
+    impl C {
+        fn new(id: usize) -> Self {
+            C {
+                id,
+                life: Arc::new(Lifecycle::new()),
+                closes: Arc::new(AtomicUsize::new(0)),
+            }
+        }
+
+        fn closes(&self) -> usize {
+            self.closes.load(Ordering::SeqCst)
+        }
+
+        fn phase(&self) -> Phase {
+            self.life.phase()
+        }
+    }
+
+    impl SlotClient for C {
+        fn is_open(&self) -> bool {
+            self.life.phase() == Phase::Open
+        }
+
+        fn begin_close(&self) {
+            self.life.begin_close();
+        }
+
+        fn force_close(&self) -> bool {
+            let first = self.life.finish_close().0;
+            if first {
+                self.closes.fetch_add(1, Ordering::SeqCst);
+            }
+            first
+        }
+
+        fn in_flight(&self) -> u64 {
+            self.life.in_flight()
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    struct K(usize);
+
+    impl BindingKey for K {
+        type Probe = usize;
+
+        fn matches(&self, probe: &usize) -> bool {
+            self.0 == *probe
+        }
+
+        fn same_binding(&self, other: &Self) -> bool {
+            self.0 == other.0
+        }
+    }
+
+    type S = Slot<C, K>;
+
+    fn lead(slot: &Arc<S>, key: usize) -> Lease<C, K> {
+        match S::acquire(slot, K(key)) {
+            Acquire::Lead(lease) => lease,
+            other => panic!("expected to lead, got {other:?}"),
+        }
+    }
+
+    fn wait(slot: &Arc<S>, key: usize) -> Done<C> {
+        match S::acquire(slot, K(key)) {
+            Acquire::Wait(done) => done,
+            other => panic!("expected to wait, got {other:?}"),
+        }
+    }
+
+    fn outcome(done: &Done<C>) -> Option<Outcome<C>> {
+        Completion::wait(Arc::clone(done)).now_or_never()
+    }
+
+    /// A slot whose client `c` is published for binding `key`.
+    fn ready(c: &C, key: usize) -> Arc<S> {
+        let slot = Arc::new(S::new());
+        let building = lead(&slot, key).reset().expect("not superseded");
+        match building.publish(c.clone(), &ShutdownGate::new()) {
+            Publish::Published(p) => assert_eq!(p.id, c.id),
+            other => panic!("expected a publish, got {other:?}"),
+        }
+        slot
+    }
+
+    fn state(slot: &S) -> String {
+        format!("{slot:?}")
+    }
+
+    #[test]
+    fn debug_names_every_state_and_right() {
+        let slot = Arc::new(S::new());
+        assert_eq!(state(&slot), r#"Slot { state: "empty" }"#);
+        let c = C::new(1);
+        let slot = ready(&c, 1);
+        assert_eq!(state(&slot), r#"Slot { state: "ready" }"#);
+        assert_eq!(format!("{:?}", S::acquire(&slot, K(1))), "Acquire::Hit");
+        let lease = lead(&slot, 2);
+        assert_eq!(
+            format!("{lease:?}"),
+            "Lease { has_stale: true, finished: false }"
+        );
+        assert_eq!(
+            state(&slot),
+            r#"Slot { state: "replacing (closing the stale client)" }"#
+        );
+        assert_eq!(format!("{:?}", S::acquire(&slot, K(2))), "Acquire::Wait");
+        assert_eq!(format!("{:?}", S::retire(&slot)), "Retire::Busy");
+        let building = lease.reset().unwrap();
+        assert_eq!(format!("{building:?}"), "Building { finished: false }");
+        assert_eq!(state(&slot), r#"Slot { state: "replacing (building)" }"#);
+        let _ = building.publish(C::new(2), &ShutdownGate::new());
+        let Retire::Lease(retiring) = S::retire(&slot) else {
+            panic!("a ready slot retires");
+        };
+        assert_eq!(format!("{retiring:?}"), "RetireLease { finished: false }");
+        assert_eq!(state(&slot), r#"Slot { state: "retiring" }"#);
+        retiring.finish();
+        assert_eq!(format!("{:?}", S::retire(&slot)), "Retire::Empty");
+        assert_eq!(format!("{:?}", S::acquire(&slot, K(3))), "Acquire::Lead");
+    }
+
+    #[test]
+    fn try_hit_answers_only_for_its_binding_while_open() {
+        let c = C::new(1);
+        let slot = ready(&c, 1);
+        assert_eq!(slot.try_hit(&1).map(|(h, k)| (h.id, k.0)), Some((1, 1)));
+        assert!(slot.try_hit(&2).is_none(), "another binding's probe");
+        c.begin_close();
+        assert!(slot.try_hit(&1).is_none(), "a closing client");
+    }
+
+    #[test]
+    fn acquire_hits_waits_or_leads() {
+        let c = C::new(1);
+        let slot = ready(&c, 1);
+        let Acquire::Hit(h) = S::acquire(&slot, K(1)) else {
+            panic!("same binding, open: a hit");
+        };
+        assert_eq!(h.id, 1);
+        // Another binding: lead, the stale client marked closing at once.
+        let lease = lead(&slot, 2);
+        assert_eq!(lease.stale().map(|s| s.id), Some(1));
+        assert_eq!(c.phase(), Phase::Closing);
+        // The same binding waits; another one supersedes.
+        let waiter = wait(&slot, 2);
+        let other = lead(&slot, 3);
+        assert_eq!(
+            c.closes(),
+            1,
+            "a superseded replacement's stale is force-closed"
+        );
+        assert!(other.stale().is_none());
+        assert!(matches!(outcome(&waiter), Some(Outcome::Retry)));
+        assert_eq!(lease.reset().unwrap_err(), Reset::Superseded);
+        let _ = other;
+    }
+
+    #[test]
+    fn a_closed_client_is_never_a_hit() {
+        let c = C::new(1);
+        let slot = ready(&c, 1);
+        c.begin_close();
+        assert!(matches!(S::acquire(&slot, K(1)), Acquire::Lead(_)));
+        let c = C::new(2);
+        let slot = ready(&c, 1);
+        c.begin_close();
+        assert!(matches!(S::take_over(&slot, K(1)), Acquire::Lead(_)));
+    }
+
+    #[test]
+    fn take_over_never_hands_out_another_bindings_client() {
+        let c = C::new(1);
+        let slot = ready(&c, 1);
+        let Acquire::Hit(h) = S::take_over(&slot, K(1)) else {
+            panic!("same binding, open: a hit");
+        };
+        assert_eq!(h.id, 1);
+        let Acquire::Lead(lease) = S::take_over(&slot, K(2)) else {
+            panic!("another binding: lead");
+        };
+        assert_eq!(lease.stale().map(|s| s.id), Some(1));
+        // A take-over supersedes a replacement for the same binding, force-closing its stale.
+        let waiter = wait(&slot, 2);
+        let Acquire::Lead(taken) = S::take_over(&slot, K(2)) else {
+            panic!("a take-over never waits");
+        };
+        assert_eq!(c.closes(), 1);
+        assert!(matches!(outcome(&waiter), Some(Outcome::Retry)));
+        assert_eq!(lease.reset().unwrap_err(), Reset::Superseded);
+        let building = taken.reset().unwrap();
+        assert!(matches!(
+            building.publish(C::new(2), &ShutdownGate::new()),
+            Publish::Published(_)
+        ));
+    }
+
+    #[test]
+    fn reset_force_closes_the_stale_and_keeps_the_slot() {
+        let c = C::new(1);
+        let slot = ready(&c, 1);
+        let lease = lead(&slot, 2);
+        let building = lease.reset().unwrap();
+        assert_eq!(
+            c.closes(),
+            1,
+            "closed before the reset, whatever the close did"
+        );
+        assert_eq!(state(&slot), r#"Slot { state: "replacing (building)" }"#);
+        let waiter = wait(&slot, 2);
+        let new = C::new(2);
+        let Publish::Published(p) = building.publish(new.clone(), &ShutdownGate::new()) else {
+            panic!("published");
+        };
+        assert_eq!(p.id, 2);
+        assert!(matches!(outcome(&waiter), Some(Outcome::Ready(r)) if r.id == 2));
+        assert_eq!(slot.try_hit(&2).map(|(h, _)| h.id), Some(2));
+        assert!(new.is_open());
+    }
+
+    #[test]
+    fn a_superseded_build_is_closed_not_published() {
+        let slot = Arc::new(S::new());
+        let building = lead(&slot, 1).reset().unwrap();
+        let Acquire::Lead(taken) = S::take_over(&slot, K(1)) else {
+            panic!("a take-over leads");
+        };
+        let late = C::new(1);
+        assert!(matches!(
+            building.publish(late.clone(), &ShutdownGate::new()),
+            Publish::Superseded
+        ));
+        assert_eq!(late.closes(), 1);
+        assert_eq!(state(&slot), r#"Slot { state: "replacing (building)" }"#);
+        drop(taken);
+        assert_eq!(state(&slot), r#"Slot { state: "empty" }"#);
+    }
+
+    #[test]
+    fn a_closed_gate_refuses_the_publish() {
+        let slot = Arc::new(S::new());
+        let building = lead(&slot, 1).reset().unwrap();
+        let waiter = wait(&slot, 1);
+        let gate = ShutdownGate::new();
+        gate.close();
+        let c = C::new(1);
+        assert!(matches!(
+            building.publish(c.clone(), &gate),
+            Publish::ShutDown
+        ));
+        assert_eq!(c.closes(), 1);
+        assert!(matches!(outcome(&waiter), Some(Outcome::Failed(e)) if e.is_shut_down()));
+        assert_eq!(state(&slot), r#"Slot { state: "empty" }"#);
+    }
+
+    #[test]
+    fn fail_and_drop_end_a_build() {
+        let slot = Arc::new(S::new());
+        let building = lead(&slot, 1).reset().unwrap();
+        let waiter = wait(&slot, 1);
+        building.fail(Error::build("no"));
+        assert!(matches!(outcome(&waiter), Some(Outcome::Failed(e)) if e.is_build()));
+        assert_eq!(state(&slot), r#"Slot { state: "empty" }"#);
+
+        let building = lead(&slot, 1).reset().unwrap();
+        let waiter = wait(&slot, 1);
+        drop(building);
+        assert!(matches!(outcome(&waiter), Some(Outcome::Retry)));
+        assert_eq!(state(&slot), r#"Slot { state: "empty" }"#);
+    }
+
+    #[test]
+    fn a_dropped_lease_force_closes_its_stale_and_frees_the_slot() {
+        let c = C::new(1);
+        let slot = ready(&c, 1);
+        let lease = lead(&slot, 2);
+        let waiter = wait(&slot, 2);
+        assert_eq!(c.closes(), 0);
+        drop(lease);
+        assert_eq!(c.closes(), 1);
+        assert!(matches!(outcome(&waiter), Some(Outcome::Retry)));
+        assert_eq!(state(&slot), r#"Slot { state: "empty" }"#);
+    }
+
+    #[test]
+    fn retire_if_retires_only_what_it_selects() {
+        let c = C::new(1);
+        let slot = ready(&c, 1);
+        assert!(matches!(S::retire_if(&slot, |_, _| false), Retire::Empty));
+        assert!(c.is_open());
+        assert_eq!(state(&slot), r#"Slot { state: "ready" }"#);
+        let Retire::Lease(lease) = S::retire_if(&slot, |c, k| c.id == 1 && k.0 == 1) else {
+            panic!("selected: retired");
+        };
+        assert_eq!(lease.client().id, 1);
+        assert_eq!(c.phase(), Phase::Closing, "marked closing under the lock");
+        assert!(matches!(S::retire(&slot), Retire::Busy(_)));
+        // A retirement never makes a caller wait.
+        let newer = lead(&slot, 1);
+        assert!(newer.stale().is_none());
+        drop(newer);
+        lease.finish();
+    }
+
+    #[test]
+    fn finishing_a_retirement_cuts_nothing_and_frees_the_slot() {
+        let c = C::new(1);
+        let slot = ready(&c, 1);
+        assert!(c.life.begin_request());
+        let Retire::Lease(lease) = S::retire(&slot) else {
+            panic!("retired");
+        };
+        let Retire::Busy(done) = S::retire(&slot) else {
+            panic!("busy while retiring");
+        };
+        lease.finish();
+        assert_eq!(c.closes(), 0, "finish leaves the close to the closer");
+        assert_eq!(c.in_flight(), 1);
+        assert!(matches!(outcome(&done), Some(Outcome::Retry)));
+        assert_eq!(state(&slot), r#"Slot { state: "empty" }"#);
+    }
+
+    #[test]
+    fn a_dropped_retirement_force_closes_its_client() {
+        let c = C::new(1);
+        let slot = ready(&c, 1);
+        let Retire::Lease(lease) = S::retire(&slot) else {
+            panic!("retired");
+        };
+        drop(lease);
+        assert_eq!(c.closes(), 1);
+        assert_eq!(state(&slot), r#"Slot { state: "empty" }"#);
+        // A finished one is not closed again.
+        let c = C::new(2);
+        let slot = ready(&c, 1);
+        let Retire::Lease(lease) = S::retire(&slot) else {
+            panic!("retired");
+        };
+        assert!(c.force_close());
+        lease.finish();
+        assert_eq!(c.closes(), 1);
+        // A newer replacement in the slot survives the old retirement's end.
+        let c = C::new(3);
+        let slot = ready(&c, 1);
+        let Retire::Lease(lease) = S::retire(&slot) else {
+            panic!("retired");
+        };
+        let newer = lead(&slot, 1);
+        drop(lease);
+        assert_eq!(state(&slot), r#"Slot { state: "replacing (building)" }"#);
+        drop(newer);
+    }
+
+    #[test]
+    fn force_clear_reports_the_requests_it_cut() {
+        let c = C::new(1);
+        let slot = ready(&c, 1);
+        assert!(c.life.begin_request() && c.life.begin_request());
+        assert_eq!(slot.force_clear(), Some(2));
+        assert_eq!(c.closes(), 1);
+        assert_eq!(slot.force_clear(), None, "nothing left");
+        // A stuck replacement: its stale closed, its waiters retry.
+        let c = C::new(2);
+        let slot = ready(&c, 1);
+        assert!(c.life.begin_request());
+        let lease = lead(&slot, 2);
+        let waiter = wait(&slot, 2);
+        assert_eq!(slot.force_clear(), Some(1));
+        assert!(matches!(outcome(&waiter), Some(Outcome::Retry)));
+        assert_eq!(lease.reset().unwrap_err(), Reset::Superseded);
+        // A stuck retirement whose client is already closed: nothing cut by this call.
+        let c = C::new(3);
+        let slot = ready(&c, 1);
+        let Retire::Lease(lease) = S::retire(&slot) else {
+            panic!("retired");
+        };
+        assert!(c.force_close());
+        assert_eq!(slot.force_clear(), None);
+        drop(lease);
+    }
+
+    #[test]
+    fn clear_if_closes_only_what_it_selects() {
+        // Ready.
+        let c = C::new(1);
+        let slot = ready(&c, 1);
+        assert!(!slot.clear_if(|_, k| k.0 == 2));
+        assert!(c.is_open());
+        assert_eq!(state(&slot), r#"Slot { state: "ready" }"#);
+        assert!(slot.clear_if(|c, k| c.id == 1 && k.0 == 1));
+        assert_eq!(c.closes(), 1);
+        assert_eq!(state(&slot), r#"Slot { state: "empty" }"#);
+        assert!(!slot.clear_if(|_, _| true), "nothing left");
+        // A stale client under replacement: closed in place.
+        let c = C::new(2);
+        let slot = ready(&c, 1);
+        let lease = lead(&slot, 2);
+        assert!(!slot.clear_if(|c, _| c.id != 2));
+        assert_eq!(c.closes(), 0);
+        assert!(slot.clear_if(|c, k| c.id == 2 && k.0 == 2));
+        assert_eq!(c.closes(), 1);
+        assert!(!slot.clear_if(|_, _| true), "already closed");
+        let building = lease.reset().unwrap();
+        drop(building);
+        // A retiring client: closed in place; its retirement finds it closed.
+        let c = C::new(3);
+        let slot = ready(&c, 1);
+        let Retire::Lease(lease) = S::retire(&slot) else {
+            panic!("retired");
+        };
+        assert!(!slot.clear_if(|c, _| c.id != 3));
+        assert_eq!(c.closes(), 0);
+        assert!(slot.clear_if(|c, k| c.id == 3 && k.0 == 1));
+        assert_eq!(c.closes(), 1);
+        assert_eq!(state(&slot), r#"Slot { state: "retiring" }"#);
+        lease.finish();
+        assert_eq!(state(&slot), r#"Slot { state: "empty" }"#);
+    }
+}
