@@ -71,7 +71,7 @@ export RTLOCAL_MUTANTS_TARGET="$root/target"
 export CARGO="$root/loom-tests/mutants.sh"
 # The binary itself (not `cargo mutants`): cargo would reset $CARGO for its subcommand.
 exec cargo-mutants mutants \
-    -f 'src/lifecycle/*.rs' -f src/sync.rs \
+    -f 'src/lifecycle/*.rs' -f 'src/lifecycle/slot/*.rs' -f src/sync.rs \
     --exclude-re '\btests::' \
     -j 1 --timeout 300 --build-timeout 900 \
     -o "${MUTANTS_OUT:-$root/target/mutants}" \

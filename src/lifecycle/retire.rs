@@ -136,12 +136,17 @@ pub async fn close_retired<D: Driver>(
 mod tests {
     use super::*;
 
-    fn closed(closed_now: bool, forced: bool, cut: u64) -> Result<CloseOutcome, String> {
-        Ok(CloseOutcome {
-            closed_now,
-            forced,
-            cut,
-        })
+    use crate::lifecycle::driver::CloseOutcome;
+
+    fn closed(closed_now: bool, forced: bool, cut: u64) -> Closed {
+        Closed {
+            outcome: CloseOutcome {
+                closed_now,
+                forced,
+                cut,
+            },
+            panicked: None,
+        }
     }
 
     #[test]
@@ -151,8 +156,15 @@ mod tests {
         r.count(closed(true, true, 3));
         r.count(closed(false, true, 2));
         r.count(closed(false, false, 0));
-        r.count(Err("boom".to_owned()));
-        assert_eq!((r.closed, r.forced, r.in_flight_cut), (2, 2, 5));
+        r.count(Closed {
+            outcome: CloseOutcome {
+                closed_now: true,
+                forced: true,
+                cut: 0,
+            },
+            panicked: Some("boom".to_owned()),
+        });
+        assert_eq!((r.closed, r.forced, r.in_flight_cut), (3, 3, 5));
         assert_eq!(r.failed.len(), 1);
         assert!(r.failed[0].is_closed());
         assert!(r.failed[0].to_string().contains("boom"), "{}", r.failed[0]);

@@ -351,7 +351,9 @@ mod tests {
     use futures_util::FutureExt;
 
     use super::*;
+    use crate::lifecycle::gate::ShutdownGate;
     use crate::lifecycle::phase::{Lifecycle, Phase};
+    use crate::lifecycle::slot::{Publish, Reset};
 
     #[derive(Clone, Debug)]
     struct C {
@@ -388,7 +390,7 @@ mod tests {
         }
 
         fn force_close(&self) -> bool {
-            let first = self.life.finish_close().0;
+            let first = self.life.finish_close().first;
             if first {
                 self.closes.fetch_add(1, Ordering::SeqCst);
             }
