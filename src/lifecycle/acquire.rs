@@ -19,7 +19,7 @@ use crate::sync::Arc;
 
 /// How long a waiter waits for the leader of a replacement before taking it over: the
 /// leader's whole budget (its close, then its build).
-fn wait_bound<D: Driver>(driver: &D) -> Duration {
+pub(crate) fn wait_bound<D: Driver>(driver: &D) -> Duration {
     driver
         .close_timeout()
         .saturating_add(driver.build_timeout())

@@ -41,6 +41,6 @@ pub use hot::{HotEntry, may_remember};
 pub(crate) use panic::panic_message;
 pub use phase::{Finished, Lifecycle, Phase};
 pub use registry::{CleanupHandle, RuntimeEntry};
-pub use retire::{Retired, close_retired, retire_all};
+pub use retire::{Retired, close_retired, retire_all, retire_exited};
 pub use runtime_slots::{Found, RuntimeSlots};
 pub use slot::{Acquire, Building, Lease, Outcome, Publish, Reset, Retire, RetireLease, Slot};

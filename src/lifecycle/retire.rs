@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
-use super::acquire::{Closed, close_isolated};
+use super::acquire::{Closed, close_isolated, wait_bound};
 use super::completion::Completion;
 use super::driver::{Driver, Timer};
 use super::slot::{Retire, RetireLease, Slot};
@@ -116,6 +116,37 @@ async fn retire_slot<D: Driver>(
                     return report;
                 }
                 step = Slot::retire(&slot);
+            }
+        }
+    }
+}
+
+/// A thread's exit: retires and closes the client `pred` selects (the exited thread's),
+/// starting from `step` (the first `Slot::retire_if`, made on the exiting thread). A slot
+/// that is busy — a `close_all`, or a replacement led by a task that moved to another
+/// thread — is waited for, bounded by the close and build timeouts, and then retired
+/// again: what that replacement publishes for the exited thread is closed too. Returns
+/// whether the slot is done with; `false` (still busy) leaves it to `close_all`.
+pub async fn retire_exited<D: Driver>(
+    driver: &D,
+    slot: &Arc<Slot<D::Client, D::Key>>,
+    pred: impl Fn(&D::Client, &D::Key) -> bool,
+    mut step: Retire<D::Client, D::Key>,
+) -> bool {
+    let timer = driver.timer();
+    loop {
+        match step {
+            Retire::Empty => return true,
+            Retire::Lease(lease) => {
+                let _ = close_retired(driver, lease, driver.close_timeout()).await;
+                return true;
+            }
+            Retire::Busy(done) => {
+                let bound = timer.after(wait_bound(driver));
+                if timer.until(bound, Completion::wait(done)).await.is_none() {
+                    return false;
+                }
+                step = Slot::retire_if(slot, &pred);
             }
         }
     }

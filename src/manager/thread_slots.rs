@@ -18,9 +18,8 @@ use super::closer;
 use super::factory::ClientFactory;
 use super::managed::Managed;
 use super::shared::{Binding, ManagedSlot, Runner, Shared};
-use super::timer::TokioTimer;
 use crate::error::{Error, Kind};
-use crate::lifecycle::{self, Completion, Retire, Slot, Timer};
+use crate::lifecycle::{self, Retire, Slot};
 
 thread_local! {
     // `const` and without a destructor: usable at any point of the thread's life.
@@ -86,55 +85,18 @@ impl<F: ClientFactory> Watch for SlotWatch<F> {
         // close, bounded, on the closer. If the closer cannot run it, the dropped lease
         // force-closes the client.
         let spawned = closer::spawn(async move {
-            if retire_exited(&closer_shared, &slot, token, first).await {
+            let runner = Runner {
+                shared: &closer_shared,
+                handle: None,
+                slot: None,
+            };
+            let mine = |_: &Managed<F>, key: &Binding| key.thread == Some(token);
+            if lifecycle::retire_exited(&runner, &slot, mine, first).await {
                 closer_shared.forget_thread_slot(&slot);
             }
         });
         if !spawned {
             shared.forget_thread_slot(&self.slot);
-        }
-    }
-}
-
-/// Retires and closes an exited thread's client. A slot that is busy (a `close_all`, or a
-/// replacement led by a task that moved to another thread) is waited for — bounded by the
-/// close and build timeouts — and then retired: what that replacement publishes for the
-/// exited thread is closed too. Returns whether the slot is done with (and may be let go).
-async fn retire_exited<F: ClientFactory>(
-    shared: &Arc<Shared<F>>,
-    slot: &Arc<ManagedSlot<F>>,
-    token: u64,
-    mut step: Retire<Managed<F>, Binding>,
-) -> bool {
-    let runner = Runner {
-        shared,
-        handle: None,
-        slot: None,
-    };
-    let timer = TokioTimer;
-    let bound = shared
-        .options
-        .close_timeout
-        .saturating_add(shared.options.build_timeout);
-    loop {
-        match step {
-            Retire::Empty => return true,
-            Retire::Lease(lease) => {
-                let _ =
-                    lifecycle::close_retired(&runner, lease, shared.options.close_timeout).await;
-                return true;
-            }
-            Retire::Busy(done) => {
-                if timer
-                    .until(timer.after(bound), Completion::wait(done))
-                    .await
-                    .is_none()
-                {
-                    // Stuck: `close_all`/`shutdown` still reach the slot (it stays listed).
-                    return false;
-                }
-                step = Slot::retire_if(slot, |_, key| key.thread == Some(token));
-            }
         }
     }
 }
