@@ -33,20 +33,32 @@ impl<F: ClientFactory> Shared<F> {
         if self.gate.is_closed() {
             return Err(Error::shut_down());
         }
-        let entry = entry_for(&handle)?;
-        let (slot, thread) = match self.options.sharing {
+        // A per-thread slot's own client is checked before the runtime registry (a global
+        // lock) is consulted: a thread alternating between managers stays lock-free but
+        // for its slots' own locks.
+        let (slot, thread, entry) = match self.options.sharing {
             Sharing::PerThread => {
                 let token = thread_slots::token();
-                (thread_slots::slot_for(self, token)?, Some(token))
+                let slot = thread_slots::slot_for(self, token)?;
+                if let Some((client, key)) = slot.try_hit(&(handle.id(), Some(token))) {
+                    hot::remember(&client, &key);
+                    return Ok(client);
+                }
+                (slot, Some(token), entry_for(&handle)?)
             }
             Sharing::PerRuntime => {
+                let entry = entry_for(&handle)?;
                 let (slot, _) = RuntimeSlots::get_or_insert(
                     &self.runtime_slots,
                     handle.id(),
                     &entry,
                     Slot::new,
                 )?;
-                (slot, None)
+                if let Some((client, key)) = slot.try_hit(&(handle.id(), None)) {
+                    hot::remember(&client, &key);
+                    return Ok(client);
+                }
+                (slot, None, entry)
             }
         };
         let key = Binding {
@@ -54,10 +66,6 @@ impl<F: ClientFactory> Shared<F> {
             thread,
             entry,
         };
-        if let Some((client, _)) = slot.try_hit(&(key.runtime, thread)) {
-            hot::remember(&client, &key);
-            return Ok(client);
-        }
         let runner = Runner {
             shared: self,
             handle: Some(&handle),
