@@ -359,7 +359,7 @@ mod api {
 
     pub use crate::http::body::{Body, ResponseBody};
     pub use crate::http::client::Client;
-    pub use crate::http::config::Builder;
+    pub use crate::http::config::{Builder, Proxy};
     pub use crate::http::manager::HttpClientManager;
     use crate::manager::runtime;
     pub use crate::manager::{

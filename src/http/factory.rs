@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::http::body::request::Body;
 use crate::http::config::Config;
 use crate::http::connect::{
-    ConnTracker, DnsCache, Limits, Resolver, TrackingConnector, TrackingExecutor,
+    ConnTracker, DnsCache, Limits, ProxyRules, Resolver, TrackingConnector, TrackingExecutor,
 };
 use crate::manager::{ClientFactory, Counters, RequestGuard};
 
@@ -35,6 +35,8 @@ pub(crate) struct HyperParts {
     pub(crate) handle: Handle,
     pub(crate) tracker: Arc<ConnTracker>,
     default_headers: Arc<HeaderMap>,
+    /// Only when some plain `http` request may carry proxy credentials.
+    proxy_auth: Option<Arc<ProxyRules>>,
     keep_alive: bool,
     pub(crate) request_timeout: Option<Duration>,
     pub(crate) counters: Arc<Counters>,
@@ -73,6 +75,7 @@ impl ClientFactory for HyperFactory {
             http,
             tracker: Arc::clone(&tracker),
             limits: Limits::new(config.max_connections, config.max_connections_per_host),
+            proxies: config.proxies.clone(),
             #[cfg(feature = "rustls")]
             tls: config.tls.clone().map(tokio_rustls::TlsConnector::from),
         };
@@ -96,6 +99,7 @@ impl ClientFactory for HyperFactory {
             handle: handle.clone(),
             tracker,
             default_headers: Arc::clone(&config.default_headers),
+            proxy_auth: config.proxies.clone().filter(|p| p.authorizes_http()),
             keep_alive: config.keep_alive,
             request_timeout: config.request_timeout,
             counters: Arc::clone(counters),
@@ -133,6 +137,9 @@ impl HyperParts {
                     }
                 }
             }
+        }
+        if let Some(proxies) = &self.proxy_auth {
+            proxies.authorize(&mut req);
         }
         if !self.keep_alive {
             req.headers_mut()

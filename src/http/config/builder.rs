@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use http::header::{HeaderMap, HeaderValue, USER_AGENT};
 
+use crate::http::config::proxy::{Proxy, ProxySettings};
 use crate::http::config::settings::Config;
 use crate::manager::Sharing;
 
@@ -53,6 +54,8 @@ pub struct Builder {
     pub(super) pool_max_idle_set: bool,
     /// The first setter error, reported by `build`.
     pub(super) deferred_error: Option<String>,
+    /// Resolved (and the environment read) by `build`.
+    pub(super) proxy: ProxySettings,
     #[cfg(feature = "rustls")]
     pub(super) tls: TlsSettings,
 }
@@ -70,6 +73,7 @@ impl Builder {
             config: Config::default(),
             pool_max_idle_set: false,
             deferred_error: None,
+            proxy: ProxySettings::default(),
             #[cfg(feature = "rustls")]
             tls: TlsSettings::default(),
         }
@@ -268,6 +272,66 @@ impl Builder {
                 "user_agent {user_agent:?} is not a valid header value"
             )),
         }
+        self
+    }
+
+    /// Sends requests through an HTTP proxy. Call it again to add more (say, one
+    /// [`Proxy::http`] and one [`Proxy::https`]): for each request the first proxy that
+    /// covers its scheme and whose [`no_proxy`](Proxy::no_proxy) list does not exempt its
+    /// host is used; a request no proxy covers goes direct.
+    ///
+    /// Any explicit proxy turns off the proxy environment variables (as in reqwest).
+    /// [`build`](Builder::build) refuses a proxy URI it cannot use (not `http://`, no
+    /// host, a bad port) with an error naming it.
+    ///
+    /// Default: the environment (see [`no_proxy`](Builder::no_proxy)).
+    ///
+    /// # Security
+    /// `https` requests always go through a `CONNECT` tunnel, then TLS to the origin with
+    /// its certificate checked for the origin's name: the proxy sees the host and port,
+    /// never the request. Plain `http` requests are sent to the proxy in absolute form,
+    /// in cleartext, as the URI says. Proxy credentials go to the proxy only
+    /// (`Proxy-Authorization`), never to the origin.
+    ///
+    /// ```
+    /// use rtlocal::Proxy;
+    ///
+    /// let manager = rtlocal::HttpClientManager::builder()
+    ///     .proxy(Proxy::http("http://127.0.0.1:3128"))
+    ///     .proxy(Proxy::https("http://user:secret@127.0.0.1:3129").no_proxy("internal.example"))
+    ///     .build()?;
+    /// # Ok::<(), rtlocal::Error>(())
+    /// ```
+    pub fn proxy(mut self, proxy: Proxy) -> Self {
+        match &mut self.proxy {
+            ProxySettings::Explicit(list) => list.push(proxy),
+            other => *other = ProxySettings::Explicit(vec![proxy]),
+        }
+        self
+    }
+
+    /// Sends every request direct: no proxy, and the proxy environment variables are not
+    /// read. Proxies added with [`proxy`](Builder::proxy) before are dropped (later ones
+    /// apply).
+    ///
+    /// Default (neither this nor [`proxy`](Builder::proxy) called): the environment, read
+    /// once by [`build`](Builder::build), as curl, Go and reqwest do: `HTTP_PROXY` for
+    /// `http` requests, `HTTPS_PROXY` for `https` requests, `ALL_PROXY` for either when
+    /// its own variable is unset, and `NO_PROXY` (host names with their subdomains, IP
+    /// addresses, CIDR blocks, `*`) to exempt destinations; the upper-case name wins over
+    /// the lower-case one. On by default because that is what these variables are for:
+    /// a program on a network that needs a proxy works without code for it, like the
+    /// other HTTP clients on the machine. Under CGI (`REQUEST_METHOD` set) they are not
+    /// read (httpoxy).
+    ///
+    /// A variable that is set but unusable (`socks5://`, `https://` to the proxy, no
+    /// host, a bad port) is ignored with a `tracing` warning naming it, as if unset: the
+    /// environment is shared with every other program, and a value meant for another
+    /// tool must not stop this one from building its clients ([`HttpClientManager::new`](crate::HttpClientManager::new)
+    /// cannot fail). Ignoring it sends requests direct, where their URI says. To fail
+    /// instead, read the variable yourself and pass it to [`proxy`](Builder::proxy).
+    pub fn no_proxy(mut self) -> Self {
+        self.proxy = ProxySettings::Off;
         self
     }
 

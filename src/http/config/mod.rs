@@ -2,8 +2,10 @@
 //! (setters), the resolved [`Config`], and the validation between them.
 
 mod builder;
+mod proxy;
 mod settings;
 mod validate;
 
 pub use builder::Builder;
+pub use proxy::Proxy;
 pub(crate) use settings::Config;

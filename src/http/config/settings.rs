@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use http::header::{HeaderMap, HeaderValue, USER_AGENT};
 
+use crate::http::connect::ProxyRules;
 use crate::manager::{Options, Sharing};
 
 /// The resolved settings, shared by every client of one manager.
@@ -25,6 +26,8 @@ pub(crate) struct Config {
     pub(crate) http1_only: bool,
     /// Sent when a request has none of the same name (includes `User-Agent`).
     pub(crate) default_headers: Arc<HeaderMap>,
+    /// Resolved by `build` (explicit proxies or the environment); `None`: all direct.
+    pub(crate) proxies: Option<Arc<ProxyRules>>,
     #[cfg(feature = "rustls")]
     pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
 }
@@ -59,6 +62,7 @@ impl Default for Config {
             http2_prior_knowledge: false,
             http1_only: false,
             default_headers: Arc::new(default_headers),
+            proxies: None,
             #[cfg(feature = "rustls")]
             tls: None,
         }

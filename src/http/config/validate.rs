@@ -1,7 +1,6 @@
 //! [`Builder::into_config`]: every setting checked against its range, or clamped as its
 //! setter documents, so nothing downstream sees a value it panics on.
 
-#[cfg(feature = "rustls")]
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,6 +99,8 @@ impl Builder {
                 "http2_prior_knowledge() contradicts http1_only(): choose one",
             ));
         }
+        let h2c = c.http2_prior_knowledge;
+        self.config.proxies = std::mem::take(&mut self.proxy).resolve(h2c)?.map(Arc::new);
         #[cfg(feature = "rustls")]
         {
             self.config.tls = Some(self.tls_config()?);

@@ -1,5 +1,6 @@
 //! [`TrackingConnector`]: hyper-util's HTTP connector with the URI checked again, the
-//! connection limits, every socket registered in the tracker, and TLS for `https`.
+//! connection limits, every socket registered in the tracker, proxies (see `proxy.rs`),
+//! and TLS for `https`.
 
 use std::fmt;
 use std::future::Future;
@@ -14,7 +15,9 @@ use hyper_util::rt::TokioIo;
 use crate::error::BoxError;
 use crate::http::connect::dns::Resolver;
 use crate::http::connect::executor;
-use crate::http::connect::limits::Limits;
+use crate::http::connect::limits::{Limits, Permits};
+use crate::http::connect::proxy::{self, ProxyRules};
+use crate::http::connect::socket::TrackedTcp;
 use crate::http::connect::stream::Conn;
 #[cfg(feature = "rustls")]
 use crate::http::connect::tls;
@@ -22,12 +25,14 @@ use crate::http::connect::tracker::ConnTracker;
 use crate::http::uri::Target;
 
 /// hyper-util's HTTP connector (over our resolver), with connection limits, every socket
-/// registered in the tracker, and TLS for `https` URIs.
+/// registered in the tracker, proxies, and TLS for `https` URIs.
 #[derive(Clone)]
 pub(crate) struct TrackingConnector {
     pub(crate) http: HttpConnector<Resolver>,
     pub(crate) tracker: Arc<ConnTracker>,
     pub(crate) limits: Arc<Limits>,
+    /// `None`: every connection goes direct.
+    pub(crate) proxies: Option<Arc<ProxyRules>>,
     #[cfg(feature = "rustls")]
     pub(crate) tls: Option<tokio_rustls::TlsConnector>,
 }
@@ -55,24 +60,37 @@ impl tower_service::Service<Uri> for TrackingConnector {
         let server_name = target.bare_host().to_owned();
         // hyper-util's connector falls back to a default port when it cannot read one:
         // hand it the checked host and port explicitly.
-        let dst = Uri::builder()
+        let dst = match Uri::builder()
             .scheme(if https { "https" } else { "http" })
             .authority(host_port.as_str())
             .path_and_query("/")
-            .build();
-        let mut http = self.http.clone();
-        let (tracker, limits) = (Arc::clone(&self.tracker), Arc::clone(&self.limits));
+            .build()
+        {
+            Ok(dst) => dst,
+            Err(e) => {
+                let e = BoxError::from(format!("invalid host {host_port:?}: {e}"));
+                return Box::pin(std::future::ready(Err(e)));
+            }
+        };
+        // The proxy (if any) is chosen for the checked destination.
+        let via = self.proxies.as_ref().and_then(|p| p.route(&dst));
+        let mut open = OpenTcp {
+            http: self.http.clone(),
+            tracker: Arc::clone(&self.tracker),
+            permits: None,
+            peer: host_port.clone(),
+        };
+        let limits = Arc::clone(&self.limits);
         #[cfg(feature = "rustls")]
         let tls = self.tls.clone();
         Box::pin(async move {
-            let dst =
-                dst.map_err(|e| BoxError::from(format!("invalid host {host_port:?}: {e}")))?;
             #[cfg(not(feature = "rustls"))]
             if https {
                 return Err(BoxError::from(
                     "https URIs need TLS: build rtlocal with the `rustls` feature",
                 ));
             }
+            let via = via.transpose()?;
             let acquire = limits.acquire(&host_port);
             let mut acquire = std::pin::pin!(acquire);
             // hyper-util polls a new connect as part of its request; if a pooled
@@ -92,13 +110,16 @@ impl tower_service::Service<Uri> for TrackingConnector {
                 acquire.as_mut().poll(cx).map(Ok)
             })
             .await?;
-            let io = tower_service::Service::call(&mut http, dst)
-                .await
-                .map_err(|e| ConnectTo {
-                    host_port: host_port.clone(),
-                    source: e.into(),
-                })?;
-            let tcp = tracker.register(io.into_inner(), permits)?;
+            open.permits = Some(permits);
+            let tcp = match via {
+                None => open.open(dst).await?,
+                // https: CONNECT, then TLS to the origin below, never cleartext.
+                Some(via) if https => proxy::tunnel(via, open, dst, &host_port).await?,
+                Some(via) => {
+                    let tcp = proxy::forward(&via, open, &host_port).await?;
+                    return Ok(TokioIo::new(Conn::Proxied(tcp)));
+                }
+            };
             #[cfg(feature = "rustls")]
             if https {
                 return tls::handshake(tls, server_name, tcp)
@@ -110,17 +131,70 @@ impl tower_service::Service<Uri> for TrackingConnector {
     }
 }
 
+/// Opens one tracked TCP connection holding the connect's permits: to the origin, or
+/// to a proxy (then it is the inner connector of hyper-util's CONNECT [`Tunnel`]).
+///
+/// [`Tunnel`]: hyper_util::client::legacy::connect::proxy::Tunnel
+pub(crate) struct OpenTcp {
+    http: HttpConnector<Resolver>,
+    tracker: Arc<ConnTracker>,
+    /// Taken by the one connection opened.
+    permits: Option<Permits>,
+    /// Where the connection goes, for errors.
+    pub(super) peer: String,
+}
+
+impl OpenTcp {
+    /// Connects to `addr` (`scheme://host:port`, the port explicit) and registers the
+    /// socket in the tracker.
+    pub(super) async fn open(mut self, addr: Uri) -> Result<TrackedTcp, BoxError> {
+        let permits = self
+            .permits
+            .take()
+            .ok_or_else(|| BoxError::from("one connect opened two connections"))?;
+        let io = tower_service::Service::call(&mut self.http, addr)
+            .await
+            .map_err(|e| ConnectTo {
+                peer: self.peer,
+                source: e.into(),
+            })?;
+        self.tracker.register(io.into_inner(), permits)
+    }
+}
+
+impl tower_service::Service<Uri> for OpenTcp {
+    type Response = TokioIo<TrackedTcp>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<TokioIo<TrackedTcp>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // hyper-util's HttpConnector is always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, addr: Uri) -> Self::Future {
+        let open = OpenTcp {
+            http: self.http.clone(),
+            tracker: Arc::clone(&self.tracker),
+            permits: self.permits.take(),
+            peer: self.peer.clone(),
+        };
+        Box::pin(async move { open.open(addr).await.map(TokioIo::new) })
+    }
+}
+
 /// A failed TCP connect, naming where it went; the cause stays in the chain (a
 /// connect timeout is recognised there).
 #[derive(Debug)]
 struct ConnectTo {
-    host_port: String,
+    /// `host:port`, or the proxy and the origin it was for.
+    peer: String,
     source: BoxError,
 }
 
 impl fmt::Display for ConnectTo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "connecting to {} failed", self.host_port)
+        write!(f, "connecting to {} failed", self.peer)
     }
 }
 
@@ -145,6 +219,7 @@ mod tests {
             http,
             tracker: ConnTracker::new(counters, None),
             limits: Limits::new(None, None),
+            proxies: None,
             #[cfg(feature = "rustls")]
             tls: None,
         }

@@ -1,6 +1,6 @@
 //! Connection tracking: the executor every connection task is spawned through, and a
-//! connector that keeps a handle on every socket, enforces the connection limits and
-//! (with the `rustls` feature) speaks TLS.
+//! connector that keeps a handle on every socket, enforces the connection limits, goes
+//! through HTTP proxies and (with the `rustls` feature) speaks TLS.
 //!
 //! Closing a client must shut its connections down *on the wire* even when the runtime
 //! that owns their tasks is alive but idle (nobody polls an aborted task there). So every
@@ -8,13 +8,15 @@
 //! the connection end at once. Soundness: a socket's entry is removed under the tracker
 //! lock by the owning stream's `Drop`, which runs before the fd is closed; `shutdown` runs
 //! under the same lock, so it only ever sees open fds. TLS wraps the tracked TCP stream,
-//! so the same holds for HTTPS connections.
+//! so the same holds for HTTPS connections; a connection through a proxy is a tracked
+//! socket to the proxy, so the same holds for it too.
 
 mod connector;
 mod dns;
 mod executor;
 mod idle;
 mod limits;
+mod proxy;
 mod socket;
 mod stream;
 #[cfg(feature = "rustls")]
@@ -26,4 +28,5 @@ pub(crate) use dns::{DnsCache, Resolver};
 pub(crate) use executor::TrackingExecutor;
 pub(crate) use idle::Busy;
 pub(crate) use limits::Limits;
+pub(crate) use proxy::{ProxyRule, ProxyRules};
 pub(crate) use tracker::ConnTracker;

@@ -1,4 +1,5 @@
-//! [`Conn`]: one connection, plain TCP or TLS over it, as hyper-util sees it.
+//! [`Conn`]: one connection, plain TCP (to the origin or to an HTTP proxy) or TLS over
+//! it, as hyper-util sees it.
 
 use std::io;
 use std::pin::Pin;
@@ -12,6 +13,8 @@ use crate::http::connect::socket::TrackedTcp;
 /// One connection: plain TCP or TLS over it.
 pub(crate) enum Conn {
     Plain(TrackedTcp),
+    /// Plain TCP to an HTTP proxy: hyper-util sends requests in absolute form on it.
+    Proxied(TrackedTcp),
     #[cfg(feature = "rustls")]
     Tls(Box<tokio_rustls::client::TlsStream<TrackedTcp>>),
 }
@@ -20,6 +23,7 @@ impl Connection for Conn {
     fn connected(&self) -> Connected {
         match self {
             Conn::Plain(_) => Connected::new(),
+            Conn::Proxied(_) => Connected::new().proxy(true),
             #[cfg(feature = "rustls")]
             Conn::Tls(s) => {
                 let c = Connected::new();
@@ -36,7 +40,7 @@ impl Connection for Conn {
 macro_rules! delegate {
     ($self:ident, $s:ident => $e:expr) => {
         match $self.get_mut() {
-            Conn::Plain($s) => {
+            Conn::Plain($s) | Conn::Proxied($s) => {
                 let $s = Pin::new($s);
                 $e
             }
@@ -91,7 +95,7 @@ impl AsyncWrite for Conn {
 
     fn is_write_vectored(&self) -> bool {
         match self {
-            Conn::Plain(s) => s.is_write_vectored(),
+            Conn::Plain(s) | Conn::Proxied(s) => s.is_write_vectored(),
             #[cfg(feature = "rustls")]
             Conn::Tls(s) => s.is_write_vectored(),
         }
