@@ -499,7 +499,13 @@ async fn https_goes_through_connect_then_tls() {
         .expect("build");
     let client = manager.client().await.expect("client");
     let url = format!("https://localhost:{}/secret-path", origin.port());
-    let resp = client.get(&url).await.expect("https through the proxy");
+    let resp = client.get(&url).await;
+    assert_eq!(
+        origin.state.cleartext.load(Ordering::SeqCst),
+        0,
+        "the origin received cleartext"
+    );
+    let resp = resp.expect("https through the proxy");
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.version(), http::Version::HTTP_2);
     assert_eq!(text(resp).await, "hello from /secret-path");

@@ -24,6 +24,15 @@ use crate::manager::Sharing;
 /// runtimes on purpose: a permit held by an idle pooled connection of an idle runtime
 /// would make busy runtimes wait for a connection nobody will ever release.
 ///
+/// # Proxies
+///
+/// By default [`build`](Builder::build) reads `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`
+/// and `NO_PROXY` (as curl, Go and reqwest do); [`proxy`](Builder::proxy) sets proxies
+/// explicitly instead, [`no_proxy`](Builder::no_proxy) turns proxies off. An `https`
+/// request always goes through a `CONNECT` tunnel and TLS to the origin, never in
+/// cleartext to the proxy. See [`no_proxy`](Builder::no_proxy) for the rules and why
+/// the environment is read by default.
+///
 /// # Examples
 ///
 /// ```
@@ -384,6 +393,7 @@ impl fmt::Debug for Builder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Builder")
             .field("config", &self.config)
+            .field("proxy", &self.proxy)
             .finish_non_exhaustive()
     }
 }
