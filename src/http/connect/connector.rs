@@ -58,19 +58,9 @@ impl tower_service::Service<Uri> for TrackingConnector {
         let (https, host_port) = (target.https, target.host_port());
         #[cfg(feature = "rustls")]
         let server_name = target.bare_host().to_owned();
-        // hyper-util's connector falls back to a default port when it cannot read one:
-        // hand it the checked host and port explicitly.
-        let dst = match Uri::builder()
-            .scheme(if https { "https" } else { "http" })
-            .authority(host_port.as_str())
-            .path_and_query("/")
-            .build()
-        {
+        let dst = match connect_uri(&target) {
             Ok(dst) => dst,
-            Err(e) => {
-                let e = BoxError::from(format!("invalid host {host_port:?}: {e}"));
-                return Box::pin(std::future::ready(Err(e)));
-            }
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
         // The proxy (if any) is chosen for the checked destination.
         let via = self.proxies.as_ref().and_then(|p| p.route(&dst));
@@ -129,6 +119,19 @@ impl tower_service::Service<Uri> for TrackingConnector {
             Ok(TokioIo::new(Conn::Plain(tcp)))
         })
     }
+}
+
+/// What the connector connects to (and chooses a proxy for): `scheme://host:port/`.
+/// hyper-util's connector falls back to a default port when it cannot read one, so the
+/// checked port is always explicit.
+pub(crate) fn connect_uri(target: &Target<'_>) -> Result<Uri, BoxError> {
+    let host_port = target.host_port();
+    Uri::builder()
+        .scheme(if target.https { "https" } else { "http" })
+        .authority(host_port.as_str())
+        .path_and_query("/")
+        .build()
+        .map_err(|e| BoxError::from(format!("invalid host {host_port:?}: {e}")))
 }
 
 /// Opens one tracked TCP connection holding the connect's permits: to the origin, or

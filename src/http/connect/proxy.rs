@@ -22,7 +22,7 @@ use hyper_util::client::legacy::connect::proxy::Tunnel;
 use hyper_util::client::proxy::matcher::Matcher;
 
 use crate::error::BoxError;
-use crate::http::connect::connector::OpenTcp;
+use crate::http::connect::connector::{OpenTcp, connect_uri};
 use crate::http::connect::socket::TrackedTcp;
 use crate::http::uri::Target;
 
@@ -170,14 +170,26 @@ impl ProxyRules {
     /// Adds `Proxy-Authorization` to a plain `http` request that goes through a proxy
     /// with credentials (unless the request sets it). Never on `https`: that request
     /// travels inside the tunnel, to the origin.
+    ///
+    /// The proxy is chosen from the same URI the connector chooses from
+    /// ([`connect_uri`]), so the two cannot disagree: credentials added here always go
+    /// to the proxy.
     pub(crate) fn authorize<B>(&self, req: &mut Request<B>) {
-        if req.uri().scheme_str() != Some("http") || req.headers().contains_key(PROXY_AUTHORIZATION)
-        {
+        if req.headers().contains_key(PROXY_AUTHORIZATION) {
             return;
         }
+        let Ok(target) = Target::of(req.uri()) else {
+            return; // refused before anything is sent
+        };
+        if target.https {
+            return;
+        }
+        let Ok(dst) = connect_uri(&target) else {
+            return;
+        };
         if let Some(Ok(Via {
             auth: Some(auth), ..
-        })) = self.route(req.uri())
+        })) = self.route(&dst)
         {
             req.headers_mut().insert(PROXY_AUTHORIZATION, auth);
         }
@@ -261,5 +273,54 @@ impl fmt::Display for TunnelFailed {
 impl std::error::Error for TunnelFailed {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&*self.source)
+    }
+}
+
+#[cfg(all(test, not(rtlocal_loom)))]
+mod tests {
+    use super::*;
+
+    fn rules(no: &str) -> ProxyRules {
+        let matcher = Matcher::builder()
+            .all("http://user:pass@proxy.test:3128")
+            .no(no)
+            .build();
+        ProxyRules::new(vec![ProxyRule::new(matcher, None, "test", true)], false)
+    }
+
+    fn authorized(rules: &ProxyRules, uri: &str, preset: bool) -> Option<String> {
+        let mut req = Request::get(uri).body(()).expect("request");
+        if preset {
+            req.headers_mut()
+                .insert(PROXY_AUTHORIZATION, HeaderValue::from_static("mine"));
+        }
+        rules.authorize(&mut req);
+        req.headers()
+            .get(PROXY_AUTHORIZATION)
+            .map(|v| v.to_str().expect("ascii").to_owned())
+    }
+
+    /// Credentials go on plain `http` requests through the proxy only: never on `https`
+    /// (it would travel inside the tunnel to the origin), never on a request that
+    /// bypasses the proxy, and never over the request's own header.
+    #[test]
+    fn proxy_authorization_only_where_the_proxy_sees_it() {
+        let rules = rules("direct.test, 10.0.0.0/8");
+        let basic = Some("Basic dXNlcjpwYXNz".to_owned()); // user:pass
+        assert!(rules.authorizes_http());
+        assert_eq!(authorized(&rules, "http://origin.test/x", false), basic);
+        assert_eq!(
+            authorized(&rules, "HTTP://Origin.TEST:8080/x", false),
+            basic
+        );
+        assert_eq!(authorized(&rules, "https://origin.test/x", false), None);
+        assert_eq!(authorized(&rules, "http://direct.test/x", false), None);
+        assert_eq!(authorized(&rules, "http://api.DIRECT.test/x", false), None);
+        assert_eq!(authorized(&rules, "http://10.1.2.3/x", false), None);
+        assert_eq!(authorized(&rules, "ftp://origin.test/x", false), None);
+        assert_eq!(
+            authorized(&rules, "http://origin.test/x", true).as_deref(),
+            Some("mine")
+        );
     }
 }
