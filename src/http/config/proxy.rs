@@ -127,7 +127,10 @@ impl Proxy {
             Scope::All => "Proxy::all",
         };
         check_uri(&self.uri).map_err(|problem| {
-            Error::config(format!("{what}({:?}): {problem}", redacted(&self.uri)))
+            Error::config(format!(
+                "Builder::proxy({what}({:?})): {problem}",
+                redacted(&self.uri)
+            ))
         })?;
         let builder = Matcher::builder().no(no_list(self.no_proxy.unwrap_or_default()));
         let uri = self.uri.trim();
@@ -422,6 +425,48 @@ mod tests {
             ]))
             .is_none()
         );
+    }
+
+    /// An ignored variable is not silent: a warning names it and the problem, and
+    /// never shows the password.
+    #[test]
+    fn an_ignored_variable_is_a_warning_naming_it() {
+        use std::sync::{Arc, Mutex};
+
+        #[derive(Clone, Default)]
+        struct Captured(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("buffer").extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+            type Writer = Captured;
+            fn make_writer(&'a self) -> Captured {
+                self.clone()
+            }
+        }
+
+        let captured = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(captured.clone())
+            .with_ansi(false)
+            .finish();
+        let rule = tracing::subscriber::with_default(subscriber, || {
+            from_env(env(&[("https_proxy", "socks5h://me:hunter2@x:1")]))
+        });
+        assert!(rule.is_none());
+        let log = String::from_utf8(captured.0.lock().expect("buffer").clone()).expect("utf8");
+        assert!(log.contains("WARN"), "{log}");
+        assert!(
+            log.contains("https_proxy") && log.contains("SOCKS"),
+            "{log}"
+        );
+        assert!(!log.contains("hunter2"), "{log}");
     }
 
     #[test]
