@@ -112,8 +112,8 @@ impl Builder {
         self
     }
 
-    /// Deadline for establishing a TCP connection (and the TLS handshake is bounded by
-    /// the request timeout). A connect that overruns fails with both
+    /// Deadline for establishing a TCP connection, to the origin or to a proxy (the TLS
+    /// handshake and a proxy's `CONNECT` are bounded by the request timeout). A connect that overruns fails with both
     /// [`Error::is_connect`](crate::Error::is_connect) and [`Error::is_timeout`](crate::Error::is_timeout). `None` waits as long as the OS.
     ///
     /// Default is 10 seconds. At least 1 ms ([`build`](Builder::build) rejects less);
