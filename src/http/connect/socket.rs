@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::http::connect::executor;
 use crate::http::connect::limits::Permits;
 use crate::http::connect::tracker::ConnTracker;
 use crate::manager::Counters;
@@ -24,6 +25,39 @@ pub(crate) struct TrackedTcp {
     /// request into it (and hyper-util retries that request on a fresh connection).
     pub(super) reaped: Arc<AtomicBool>,
     pub(super) _permits: Permits,
+    pub(super) owner: Owner,
+}
+
+/// Who polls a socket. hyper's connection task polls it from the moment the connection
+/// is up; a socket then polled outside every connection task was handed over to the
+/// application by an upgrade (`101 Switching Protocols`, `CONNECT`): it is no pooled
+/// connection, so the idle reaper leaves it alone (a close still shuts it down).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Owner {
+    /// Connecting (a TLS handshake may poll it from the request's task).
+    Connecting,
+    Hyper,
+    Application,
+}
+
+impl TrackedTcp {
+    #[inline]
+    fn note_owner(&mut self) {
+        if self.owner == Owner::Application {
+            return;
+        }
+        match (self.owner, executor::in_background()) {
+            (Owner::Connecting, true) => self.owner = Owner::Hyper,
+            (Owner::Hyper, false) => self.handed_over(),
+            _ => {}
+        }
+    }
+
+    #[cold]
+    fn handed_over(&mut self) {
+        self.owner = Owner::Application;
+        self.tracker.hand_over(self.id);
+    }
 }
 
 impl Drop for TrackedTcp {
@@ -43,6 +77,7 @@ impl AsyncRead for TrackedTcp {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        self.note_owner();
         // Acquire: pairs with the reaper's release store.
         if self.reaped.load(Ordering::Acquire) {
             return Poll::Ready(Ok(())); // end of stream
@@ -58,6 +93,7 @@ impl AsyncWrite for TrackedTcp {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.note_owner();
         if self.reaped.load(Ordering::Acquire) {
             return Poll::Ready(Err(reaped()));
         }
@@ -80,6 +116,7 @@ impl AsyncWrite for TrackedTcp {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.note_owner();
         if self.reaped.load(Ordering::Acquire) {
             return Poll::Ready(Err(reaped()));
         }

@@ -18,7 +18,7 @@ use tokio::task::AbortHandle;
 
 use crate::error::{BoxError, ClientClosed};
 use crate::http::connect::limits::Permits;
-use crate::http::connect::socket::TrackedTcp;
+use crate::http::connect::socket::{Owner, TrackedTcp};
 use crate::http::timer::{self, TimerKey};
 use crate::idmap::IdMap;
 use crate::manager::Counters;
@@ -60,6 +60,8 @@ pub(super) struct Socket {
     pub(super) opened: Instant,
     /// Shared with the [`TrackedTcp`]: set when the idle reaper shut the socket down.
     pub(super) reaped: Arc<AtomicBool>,
+    /// Handed over to the application by an upgrade: never reaped as idle.
+    pub(super) handed_over: bool,
 }
 
 impl ConnTracker {
@@ -132,6 +134,7 @@ impl ConnTracker {
                 raw,
                 opened,
                 reaped: Arc::clone(&reaped),
+                handed_over: false,
             },
         );
         if let Some(timeout) = self.idle_timeout {
@@ -148,6 +151,7 @@ impl ConnTracker {
             tracker: Arc::clone(self),
             reaped,
             _permits: permits,
+            owner: Owner::Connecting,
         })
     }
 
@@ -155,6 +159,14 @@ impl ConnTracker {
     /// counted open (a close or the reaper may have shut it down and uncounted it).
     pub(super) fn forget_socket(&self, id: u64) -> bool {
         self.state.lock().sockets.remove(&id).is_some()
+    }
+
+    /// Marks a socket as handed over to the application (an upgraded connection).
+    pub(super) fn hand_over(&self, id: u64) {
+        if let Some(socket) = self.state.lock().sockets.get_mut(&id) {
+            socket.handed_over = true;
+            tracing::debug!("connection handed over by an upgrade: not reaped when idle");
+        }
     }
 
     /// Refuses new connections and tasks, shuts every socket down on the wire and
