@@ -72,7 +72,7 @@ impl fmt::Debug for ResponseFuture {
 ///
 /// ```no_run
 /// use http_body_util::{BodyExt, Empty};
-/// use tower::{Service, ServiceBuilder, ServiceExt};
+/// use tower::{ServiceBuilder, ServiceExt};
 /// use tower_http::{
 ///     decompression::DecompressionLayer, follow_redirect::FollowRedirectLayer,
 ///     trace::TraceLayer,
@@ -103,7 +103,7 @@ impl fmt::Debug for ResponseFuture {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 /// let client = rtlocal::client().await?;
-/// let mut http = ServiceBuilder::new()
+/// let http = ServiceBuilder::new()
 ///     .layer(TraceLayer::new_for_http())
 ///     .layer(FollowRedirectLayer::new())
 ///     .retry(RetryOnce(false))
@@ -111,7 +111,7 @@ impl fmt::Debug for ResponseFuture {
 ///     .service(client);
 ///
 /// let req = http::Request::get("http://127.0.0.1:8080/").body(Empty::<bytes::Bytes>::new())?;
-/// let resp = http.ready().await?.call(req).await?;
+/// let resp = http.oneshot(req).await?;
 /// let body = resp.into_body().collect().await?.to_bytes();
 /// # let _ = body; Ok(()) }
 /// ```
