@@ -35,7 +35,7 @@ struct Upgrades {
 }
 
 /// A hyper server that answers `Upgrade: echo` with 101 and then echoes every byte on
-/// the upgraded connection until it ends.
+/// the upgraded connection until it ends, or until it reads `bye` (then it closes it).
 struct EchoServer {
     addr: SocketAddr,
     upgrades: Arc<Upgrades>,
@@ -124,6 +124,8 @@ async fn answer(
         loop {
             match io.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
+                // The server's own end of the conversation.
+                Ok(n) if &buf[..n] == b"bye" => break,
                 Ok(n) => {
                     if io.write_all(&buf[..n]).await.is_err() {
                         break;
@@ -206,6 +208,20 @@ fn upgraded_connection_echoes_and_counts_until_dropped() {
         assert_eq!(server.started(), 2);
         assert_eq!(server.ended(), 2);
         assert_eq!(manager.stats().connections_opened, 2);
+
+        // The server ends it: the client reads the end, and the socket counts as open
+        // until the client drops its side.
+        let mut io = upgrade(&manager, &server.url(), false).await;
+        io.write_all(b"bye")
+            .await
+            .expect("write on the upgraded connection");
+        let mut buf = [0u8; 16];
+        let read = io.read(&mut buf).await;
+        assert!(matches!(read, Ok(0) | Err(_)), "read after bye: {read:?}");
+        assert_eq!(settle_within(HANG_GUARD, 0, || server.open()), 0);
+        assert_eq!(manager.stats().connections_open, 1);
+        drop(io);
+        assert_eq!(manager.stats().connections_open, 0);
     });
 }
 
