@@ -4,7 +4,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -20,43 +20,67 @@ pub(crate) struct TrackedTcp {
     pub(super) stream: TcpStream,
     pub(super) id: u64,
     pub(super) tracker: Arc<ConnTracker>,
-    /// Set when the idle reaper shut this socket down: reads end at once, before tokio
-    /// has seen the shutdown, so hyper closes the connection instead of writing a new
-    /// request into it (and hyper-util retries that request on a fresh connection).
-    pub(super) reaped: Arc<AtomicBool>,
+    /// Shared with the tracker's entry for this socket.
+    pub(super) state: Arc<SocketState>,
     pub(super) _permits: Permits,
-    pub(super) owner: Owner,
 }
 
-/// Who polls a socket. hyper's connection task polls it from the moment the connection
-/// is up; a socket then polled outside every connection task was handed over to the
-/// application by an upgrade (`101 Switching Protocols`, `CONNECT`): it is no pooled
-/// connection, so the idle reaper leaves it alone (a close still shuts it down).
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Owner {
-    /// Connecting (a TLS handshake may poll it from the request's task).
-    Connecting,
-    Hyper,
-    Application,
+/// What the stream and the tracker know of a socket: bits, each set once.
+///
+/// `REAPED`: the idle reaper shut this socket down: reads end at once, before tokio has
+/// seen the shutdown, so hyper closes the connection instead of writing a new request
+/// into it (and hyper-util retries that request on a fresh connection).
+///
+/// `HYPER`, then `HANDED_OVER`: hyper's connection task polls a socket once the
+/// connection is up; a socket polled outside every connection task after that was
+/// handed over to the application by an upgrade (`101 Switching Protocols`, `CONNECT`).
+/// It is no pooled connection: the idle reaper leaves it alone (a close still shuts it
+/// down). A TLS handshake may poll a socket from the request's task before `HYPER`.
+/// Kept in the one shared word, so that noting this costs the stream no extra field.
+#[derive(Default)]
+pub(super) struct SocketState(AtomicU8);
+
+const REAPED: u8 = 1;
+const HYPER: u8 = 2;
+const HANDED_OVER: u8 = 4;
+
+impl SocketState {
+    pub(super) fn mark_reaped(&self) {
+        // Release: pairs with the stream's acquire load.
+        self.0.fetch_or(REAPED, Ordering::Release);
+    }
+
+    pub(super) fn handed_over(&self) -> bool {
+        // Relaxed: set by the stream's own poll; a handover racing the reaper's decision
+        // is not ordered by anything (the application had left it idle past the timeout).
+        self.0.load(Ordering::Relaxed) & HANDED_OVER != 0
+    }
 }
 
 impl TrackedTcp {
+    /// Notes who polls the socket (see [`SocketState`]); returns whether the reaper shut
+    /// it down.
     #[inline]
-    fn note_owner(&mut self) {
-        if self.owner == Owner::Application {
-            return;
+    fn note_poll(&self) -> bool {
+        // Acquire: pairs with the reaper's release.
+        let bits = self.state.0.load(Ordering::Acquire);
+        if bits & (REAPED | HANDED_OVER) == 0 {
+            match (bits & HYPER != 0, executor::in_background()) {
+                // Relaxed: only this stream sets these bits.
+                (false, true) => {
+                    self.state.0.fetch_or(HYPER, Ordering::Relaxed);
+                }
+                (true, false) => self.handed_over(),
+                _ => {}
+            }
         }
-        match (self.owner, executor::in_background()) {
-            (Owner::Connecting, true) => self.owner = Owner::Hyper,
-            (Owner::Hyper, false) => self.handed_over(),
-            _ => {}
-        }
+        bits & REAPED != 0
     }
 
     #[cold]
-    fn handed_over(&mut self) {
-        self.owner = Owner::Application;
-        self.tracker.hand_over(self.id);
+    fn handed_over(&self) {
+        self.state.0.fetch_or(HANDED_OVER, Ordering::Relaxed);
+        tracing::debug!("connection handed over by an upgrade: not reaped when idle");
     }
 }
 
@@ -77,9 +101,7 @@ impl AsyncRead for TrackedTcp {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.note_owner();
-        // Acquire: pairs with the reaper's release store.
-        if self.reaped.load(Ordering::Acquire) {
+        if self.note_poll() {
             return Poll::Ready(Ok(())); // end of stream
         }
         Pin::new(&mut self.stream).poll_read(cx, buf)
@@ -93,8 +115,7 @@ impl AsyncWrite for TrackedTcp {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.note_owner();
-        if self.reaped.load(Ordering::Acquire) {
+        if self.note_poll() {
             return Poll::Ready(Err(reaped()));
         }
         Pin::new(&mut self.stream).poll_write(cx, buf)
@@ -116,8 +137,7 @@ impl AsyncWrite for TrackedTcp {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.note_owner();
-        if self.reaped.load(Ordering::Acquire) {
+        if self.note_poll() {
             return Poll::Ready(Err(reaped()));
         }
         Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)

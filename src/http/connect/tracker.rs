@@ -18,7 +18,7 @@ use tokio::task::AbortHandle;
 
 use crate::error::{BoxError, ClientClosed};
 use crate::http::connect::limits::Permits;
-use crate::http::connect::socket::{Owner, TrackedTcp};
+use crate::http::connect::socket::{SocketState, TrackedTcp};
 use crate::http::timer::{self, TimerKey};
 use crate::idmap::IdMap;
 use crate::manager::Counters;
@@ -58,10 +58,8 @@ pub(super) struct TrackerState {
 pub(super) struct Socket {
     pub(super) raw: RawSocket,
     pub(super) opened: Instant,
-    /// Shared with the [`TrackedTcp`]: set when the idle reaper shut the socket down.
-    pub(super) reaped: Arc<AtomicBool>,
-    /// Handed over to the application by an upgrade: never reaped as idle.
-    pub(super) handed_over: bool,
+    /// Shared with the [`TrackedTcp`]: reaped, handed over by an upgrade.
+    pub(super) state: Arc<SocketState>,
 }
 
 impl ConnTracker {
@@ -126,15 +124,14 @@ impl ConnTracker {
         let raw = std::os::fd::AsRawFd::as_raw_fd(&stream);
         #[cfg(not(unix))]
         let raw = ();
-        let reaped = Arc::new(AtomicBool::new(false));
+        let state = Arc::new(SocketState::default());
         let opened = Instant::now();
         st.sockets.insert(
             id,
             Socket {
                 raw,
                 opened,
-                reaped: Arc::clone(&reaped),
-                handed_over: false,
+                state: Arc::clone(&state),
             },
         );
         if let Some(timeout) = self.idle_timeout {
@@ -149,9 +146,8 @@ impl ConnTracker {
             stream,
             id,
             tracker: Arc::clone(self),
-            reaped,
+            state,
             _permits: permits,
-            owner: Owner::Connecting,
         })
     }
 
@@ -159,14 +155,6 @@ impl ConnTracker {
     /// counted open (a close or the reaper may have shut it down and uncounted it).
     pub(super) fn forget_socket(&self, id: u64) -> bool {
         self.state.lock().sockets.remove(&id).is_some()
-    }
-
-    /// Marks a socket as handed over to the application (an upgraded connection).
-    pub(super) fn hand_over(&self, id: u64) {
-        if let Some(socket) = self.state.lock().sockets.get_mut(&id) {
-            socket.handed_over = true;
-            tracing::debug!("connection handed over by an upgrade: not reaped when idle");
-        }
     }
 
     /// Refuses new connections and tasks, shuts every socket down on the wire and
