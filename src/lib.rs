@@ -361,6 +361,7 @@ mod api {
     pub use crate::http::client::Client;
     pub use crate::http::config::{Builder, Proxy};
     pub use crate::http::manager::HttpClientManager;
+    pub use crate::http::service::ResponseFuture;
     use crate::manager::runtime;
     pub use crate::manager::{
         ClientFactory, ClientId, CloseReport, Managed, Manager, ManagerBuilder, ManagerReport,

@@ -11,5 +11,6 @@ pub(crate) mod deadline;
 pub(crate) mod enter;
 pub(crate) mod factory;
 pub(crate) mod manager;
+pub(crate) mod service;
 pub(crate) mod timer;
 pub(crate) mod uri;

@@ -35,6 +35,7 @@ thread_local! {
 /// Whether the caller is being polled as hyper-util background work (a connection task,
 /// or a connect that hyper-util moved out of a request a pooled connection served)
 /// rather than as part of a request.
+#[inline]
 pub(super) fn in_background() -> bool {
     // A thread being torn down has no background work running on it.
     IN_BACKGROUND.try_with(Cell::get).unwrap_or(false)

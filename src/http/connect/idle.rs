@@ -10,7 +10,8 @@
 //! the moment it is handed to hyper-util ([`Busy`]) until its response body ends or is
 //! dropped. A socket is reaped once it has been idle for the timeout, counted from the
 //! later of the client's last request finishing and the socket opening, so never
-//! earlier than hyper-util itself would evict it.
+//! earlier than hyper-util itself would evict it. A socket that an upgrade handed over to
+//! the application (`socket::SocketState`) is no pooled connection and is never reaped.
 //!
 //! Invariants:
 //! 1. The reaper decides and shuts sockets down only while holding the tracker lock,
@@ -99,10 +100,12 @@ impl ConnTracker {
             let mut next: Option<Instant> = None;
             let mut reaped = 0;
             st.sockets.retain(|_, socket| {
+                if socket.state.handed_over() {
+                    return true;
+                }
                 let due = quiet.max(socket.opened) + timeout;
                 if due <= now {
-                    // Release: pairs with the socket's acquire loads.
-                    socket.reaped.store(true, Ordering::Release);
+                    socket.state.mark_reaped();
                     shutdown_socket(socket.raw);
                     reaped += 1;
                     return false;

@@ -18,7 +18,7 @@ use tokio::task::AbortHandle;
 
 use crate::error::{BoxError, ClientClosed};
 use crate::http::connect::limits::Permits;
-use crate::http::connect::socket::TrackedTcp;
+use crate::http::connect::socket::{SocketState, TrackedTcp};
 use crate::http::timer::{self, TimerKey};
 use crate::idmap::IdMap;
 use crate::manager::Counters;
@@ -58,8 +58,8 @@ pub(super) struct TrackerState {
 pub(super) struct Socket {
     pub(super) raw: RawSocket,
     pub(super) opened: Instant,
-    /// Shared with the [`TrackedTcp`]: set when the idle reaper shut the socket down.
-    pub(super) reaped: Arc<AtomicBool>,
+    /// Shared with the [`TrackedTcp`]: reaped, handed over by an upgrade.
+    pub(super) state: Arc<SocketState>,
 }
 
 impl ConnTracker {
@@ -124,14 +124,14 @@ impl ConnTracker {
         let raw = std::os::fd::AsRawFd::as_raw_fd(&stream);
         #[cfg(not(unix))]
         let raw = ();
-        let reaped = Arc::new(AtomicBool::new(false));
+        let state = Arc::new(SocketState::default());
         let opened = Instant::now();
         st.sockets.insert(
             id,
             Socket {
                 raw,
                 opened,
-                reaped: Arc::clone(&reaped),
+                state: Arc::clone(&state),
             },
         );
         if let Some(timeout) = self.idle_timeout {
@@ -146,7 +146,7 @@ impl ConnTracker {
             stream,
             id,
             tracker: Arc::clone(self),
-            reaped,
+            state,
             _permits: permits,
         })
     }
