@@ -10,28 +10,44 @@ use std::time::Duration;
 /// statistic, never to order other memory.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub(crate) clients_created: AtomicU64,
-    pub(crate) clients_replaced: AtomicU64,
-    pub(crate) clients_closed: AtomicU64,
-    pub(crate) forced_closes: AtomicU64,
-    pub(crate) runtime_releases: AtomicU64,
-    pub(crate) connections_opened: AtomicU64,
-    pub(crate) connections_open: AtomicU64,
-    pub(crate) requests_started: AtomicU64,
-    pub(crate) requests_in_flight: AtomicU64,
-    pub(crate) requests_failed: AtomicU64,
-    pub(crate) dns_lookups: AtomicU64,
+    pub(crate) clients_created: Stat,
+    pub(crate) clients_replaced: Stat,
+    pub(crate) clients_closed: Stat,
+    pub(crate) clients_not_closed_on_wire: Stat,
+    pub(crate) forced_closes: Stat,
+    pub(crate) runtime_releases: Stat,
+    pub(crate) connections_opened: Stat,
+    pub(crate) connections_open: Stat,
+    pub(crate) requests_started: Stat,
+    pub(crate) requests_in_flight: Stat,
+    pub(crate) requests_failed: Stat,
+    pub(crate) dns_lookups: Stat,
+}
+
+/// One statistic.
+#[derive(Debug, Default)]
+pub(crate) struct Stat {
+    value: AtomicU64,
+}
+
+impl Stat {
+    #[inline]
+    fn load(&self) -> u64 {
+        // Acquire pairs with nothing in particular; it keeps a snapshot's reads in program
+        // order so its ends-before-starts rule holds.
+        self.value.load(Ordering::Acquire)
+    }
 }
 
 impl Counters {
     #[inline]
-    pub(crate) fn inc(c: &AtomicU64) {
-        c.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn inc(c: &Stat) {
+        c.value.fetch_add(1, Ordering::Relaxed);
     }
 
     #[inline]
-    pub(crate) fn dec(c: &AtomicU64) {
-        c.fetch_sub(1, Ordering::Relaxed);
+    pub(crate) fn dec(c: &Stat) {
+        c.value.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Reads every counter. Ends are read before starts (closed before created, in flight
@@ -39,9 +55,8 @@ impl Counters {
     /// never shows an impossible state (more closed than created, a negative live count),
     /// even while counters move.
     pub(crate) fn snapshot(&self, thread_slots: u64, runtime_slots: u64) -> Stats {
-        // Acquire pairs with nothing in particular; it keeps the reads in program order so
-        // the ends-before-starts rule holds.
-        let get = |c: &AtomicU64| c.load(Ordering::Acquire);
+        let get = Stat::load;
+        let not_on_wire = get(&self.clients_not_closed_on_wire);
         let closed = get(&self.clients_closed);
         let forced_closes = get(&self.forced_closes);
         let replaced = get(&self.clients_replaced);
@@ -59,6 +74,7 @@ impl Counters {
             clients_replaced: replaced,
             clients_closed: closed,
             clients_live: created.saturating_sub(closed),
+            clients_not_closed_on_wire: not_on_wire.min(closed),
             forced_closes,
             runtime_releases: releases,
             connections_opened: opened,
@@ -104,6 +120,15 @@ pub struct Stats {
     pub clients_closed: u64,
     /// Clients built and not yet closed.
     pub clients_live: u64,
+    /// Of the clients closed, how many could not be closed on the wire: their connections
+    /// are tasks of their runtime, which was not running when the close ended (idle or
+    /// blocked), so their sockets stay open until that runtime runs again or is dropped.
+    /// Only factories whose clients need their runtime to close count here
+    /// ([`ClientFactory::needs_runtime_to_close`](crate::ClientFactory::needs_runtime_to_close):
+    /// [`ReqwestFactory`](crate::ReqwestFactory)); always 0 for
+    /// [`HttpClientManager`](crate::HttpClientManager), which shuts its sockets from
+    /// outside.
+    pub clients_not_closed_on_wire: u64,
     /// Closes that hit their deadline with requests still in flight and cut them.
     pub forced_closes: u64,
     /// Clients released because their runtime was torn down.
@@ -168,6 +193,15 @@ pub struct CloseReport {
     pub failed: Vec<crate::Error>,
     /// Slots that were mid-replacement and had to be waited for.
     pub waited_for_replacement: usize,
+    /// Of the clients closed, how many could not be closed on the wire: their
+    /// connections are tasks of a runtime that was not running when the close ended
+    /// (idle, or blocked), so their sockets stay open until that runtime runs again or is
+    /// dropped. Only factories whose clients need their runtime to close count here
+    /// ([`ClientFactory::needs_runtime_to_close`](crate::ClientFactory::needs_runtime_to_close):
+    /// [`ReqwestFactory`](crate::ReqwestFactory)); always 0 for
+    /// [`HttpClientManager`](crate::HttpClientManager), which shuts its sockets from
+    /// outside. `Display` mentions it only when it is not 0.
+    pub not_closed_on_wire: usize,
     /// How long the call took.
     pub elapsed: Duration,
 }
@@ -183,6 +217,13 @@ impl fmt::Display for CloseReport {
             self.in_flight_cut,
             self.failed.len()
         )?;
+        if self.not_closed_on_wire > 0 {
+            write!(
+                f,
+                ", {} not closed on the wire (left to an idle runtime)",
+                self.not_closed_on_wire
+            )?;
+        }
         for e in &self.failed {
             write!(f, "; {e}")?;
         }
