@@ -11,5 +11,7 @@ pub(crate) mod deadline;
 pub(crate) mod enter;
 pub(crate) mod factory;
 pub(crate) mod manager;
+#[cfg(feature = "metrics")]
+pub(crate) mod metrics;
 pub(crate) mod timer;
 pub(crate) mod uri;

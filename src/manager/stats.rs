@@ -22,12 +22,18 @@ pub(crate) struct Counters {
     pub(crate) requests_in_flight: Stat,
     pub(crate) requests_failed: Stat,
     pub(crate) dns_lookups: Stat,
+    /// The manager's name, once it is known (feature `metrics`: labels and request timing).
+    #[cfg(feature = "metrics")]
+    pub(crate) manager: std::sync::OnceLock<std::sync::Arc<str>>,
 }
 
-/// One statistic.
+/// One statistic: its value and, with the feature `metrics`, the live metric it feeds
+/// (registered once per manager, so an update is one more call, never a key lookup).
 #[derive(Debug, Default)]
 pub(crate) struct Stat {
     value: AtomicU64,
+    #[cfg(feature = "metrics")]
+    pub(super) live: std::sync::OnceLock<super::metrics::Live>,
 }
 
 impl Stat {
@@ -43,11 +49,19 @@ impl Counters {
     #[inline]
     pub(crate) fn inc(c: &Stat) {
         c.value.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        if let Some(live) = c.live.get() {
+            live.inc();
+        }
     }
 
     #[inline]
     pub(crate) fn dec(c: &Stat) {
         c.value.fetch_sub(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        if let Some(live) = c.live.get() {
+            live.dec();
+        }
     }
 
     /// Reads every counter. Ends are read before starts (closed before created, in flight
@@ -109,6 +123,36 @@ impl Counters {
 /// assert_eq!((s.clients_created, s.clients_closed, s.clients_live), (3, 3, 0));
 /// assert_eq!(s.runtime_releases, 3);
 /// ```
+///
+/// # Metrics (feature `metrics`)
+///
+/// With the feature `metrics`, the same figures are recorded through the
+/// [`metrics`](https://docs.rs/metrics/0.24) facade, to whatever recorder (exporter) the
+/// application installs. Each manager registers its handles once, when it is built, with
+/// the recorder installed then: install the recorder first. Every series carries the
+/// attribute `rtlocal.manager`, the manager's name
+/// ([`ManagerBuilder::name`](crate::ManagerBuilder::name), [`Builder::name`](crate::Builder::name);
+/// `"http"` for an [`HttpClientManager`](crate::HttpClientManager) by default). Names follow
+/// the OpenTelemetry HTTP-client semantic conventions where one exists:
+///
+/// | metric | kind | from |
+/// |---|---|---|
+/// | `http.client.request.duration` | histogram, seconds | each HTTP request, from the call to its response headers (or its error); attributes `http.request.method` (`_OTHER` for extension methods), `server.address`, `server.port`, and `http.response.status_code` or `error.type` (`timeout`, `connect`, `closed`, `request`, `cancelled` when the caller dropped it first, …) |
+/// | `http.client.active_requests` | up-down gauge | `requests_in_flight` |
+/// | `http.client.open_connections` | up-down gauge | `connections_open` (no `http.connection.state`: an open socket is not known to be idle or active) |
+/// | `rtlocal.clients.created`, `.closed`, `.replaced`, `.forced_closes`, `.runtime_releases`, `.not_closed_on_wire` | counters | the fields of the same names |
+/// | `rtlocal.clients.live` | up-down gauge | `clients_live` |
+/// | `rtlocal.connections.opened`, `rtlocal.requests.started`, `rtlocal.requests.failed`, `rtlocal.dns.lookups` | counters | the fields of the same names |
+/// | `rtlocal.thread_slots`, `rtlocal.runtime_slots` | gauges | `Stats::record_metrics` only |
+/// | `rtlocal.callbacks.registered`, `.run`, `.panicked` | counters (process-wide) | `Stats::record_metrics` only |
+///
+/// Everything but the request histogram is updated live through those handles (one more
+/// call per update, no key lookup); the histogram's attributes differ per request, so each
+/// sample looks its series up in the recorder. The request duration ends at the response
+/// headers, as OpenTelemetry's Go and Java client instrumentations record it: a body may be
+/// streamed, held or dropped half read for as long as the caller likes, and
+/// `http.client.active_requests` counts the request until its body ends.
+/// `http.client.connection.duration` is not recorded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
@@ -125,7 +169,7 @@ pub struct Stats {
     /// blocked), so their sockets stay open until that runtime runs again or is dropped.
     /// Only factories whose clients need their runtime to close count here
     /// ([`ClientFactory::needs_runtime_to_close`](crate::ClientFactory::needs_runtime_to_close):
-    /// [`ReqwestFactory`](crate::ReqwestFactory)); always 0 for
+    /// `ReqwestFactory` (feature `reqwest`)); always 0 for
     /// [`HttpClientManager`](crate::HttpClientManager), which shuts its sockets from
     /// outside.
     pub clients_not_closed_on_wire: u64,
@@ -160,6 +204,24 @@ pub struct Stats {
     pub runtime_slots: u64,
     /// Name resolutions made (cache misses when `dns_cache_ttl` is set).
     pub dns_lookups: u64,
+}
+
+#[cfg(feature = "metrics")]
+impl Stats {
+    /// Records this snapshot's values that have no live metric — the slot counts
+    /// (`rtlocal.thread_slots`, `rtlocal.runtime_slots`, gauges) and the process-wide
+    /// callback counts (`rtlocal.callbacks.registered`, `.run`, `.panicked`, counters) —
+    /// with the installed `metrics` recorder, labelled `rtlocal.manager = manager`
+    /// (feature `metrics`). Every other statistic is recorded live as it changes; call
+    /// this periodically (or before an export) for these.
+    ///
+    /// ```
+    /// let manager = rtlocal::HttpClientManager::new();
+    /// manager.stats().record_metrics("http"); // the HTTP manager's default name
+    /// ```
+    pub fn record_metrics(&self, manager: &str) {
+        super::metrics::record(self, manager);
+    }
 }
 
 /// What [`HttpClientManager::close_all`](crate::HttpClientManager::close_all) or
@@ -198,7 +260,7 @@ pub struct CloseReport {
     /// (idle, or blocked), so their sockets stay open until that runtime runs again or is
     /// dropped. Only factories whose clients need their runtime to close count here
     /// ([`ClientFactory::needs_runtime_to_close`](crate::ClientFactory::needs_runtime_to_close):
-    /// [`ReqwestFactory`](crate::ReqwestFactory)); always 0 for
+    /// `ReqwestFactory` (feature `reqwest`)); always 0 for
     /// [`HttpClientManager`](crate::HttpClientManager), which shuts its sockets from
     /// outside. `Display` mentions it only when it is not 0.
     pub not_closed_on_wire: usize,
