@@ -41,13 +41,31 @@ pub type ReqwestManager = Manager<ReqwestFactory>;
 ///
 /// # What closing means for reqwest
 ///
-/// reqwest offers no way to close a client or reach its sockets. Closing one (on a
-/// runtime change, `close_all`, `shutdown`) stops the manager handing it out and waits
-/// for requests counted with [`Managed::track`](crate::Managed::track); its connections
-/// close when the last handle on the client is dropped and its runtime next runs, or when
-/// that runtime is dropped (the usual case: a runtime change happens because the old
-/// runtime ended). [`HttpClientManager`](crate::HttpClientManager) tracks every socket and
-/// also shuts idle runtimes' connections down on the wire.
+/// reqwest offers no way to close a client or reach its sockets: its pooled connections
+/// are tasks on the runtime that opened them, and a socket closes only when that runtime
+/// next polls its task (after the last handle on the client is dropped) or drops it.
+/// Closing a managed reqwest client (on a runtime change, `close_all`, `shutdown`, a
+/// thread's exit) stops the manager handing it out, waits for requests counted with
+/// [`Managed::track`](crate::Managed::track), checks whether the client's runtime is
+/// running (a no-op task spawned on it must run within 100 ms; see
+/// [`ClientFactory::needs_runtime_to_close`]) and lets go of the manager's handle:
+///
+/// * the runtime runs (a `multi_thread` runtime, a `current_thread` runtime inside
+///   `block_on`), or it is being torn down: the connections close on the wire as soon as
+///   no handle (and no clone of the `reqwest::Client`) is left;
+/// * it does not (an idle `current_thread` runtime whose thread left `block_on`, a
+///   runtime blocked by a long synchronous call): the sockets stay open until that runtime
+///   runs again or is dropped. The close says so, honestly:
+///   [`CloseReport::not_closed_on_wire`](crate::CloseReport::not_closed_on_wire) and
+///   [`Stats::clients_not_closed_on_wire`](crate::Stats::clients_not_closed_on_wire)
+///   count it.
+///
+/// What to do about a count that is not 0: keep each runtime running until `close_all` or
+/// `shutdown` returns (close before leaving `block_on`), or drop the idle runtimes (their
+/// tasks, connections included, are dropped with them: the usual case, a runtime change
+/// happens because the old runtime ended), or use
+/// [`HttpClientManager`](crate::HttpClientManager), which tracks every socket and shuts
+/// it down on the wire from outside, whatever its runtime is doing.
 ///
 /// ```
 /// let manager = rtlocal::ReqwestManager::new(rtlocal::ReqwestFactory::new());
@@ -111,5 +129,11 @@ impl ClientFactory for ReqwestFactory {
 
     async fn build(&self, _runtime: &Handle) -> Result<reqwest::Client, Error> {
         (self.configure)().build().map_err(Error::build)
+    }
+
+    /// `true`: a reqwest client's connections are tasks of its runtime, closed only when
+    /// that runtime polls them (see the type docs).
+    fn needs_runtime_to_close(&self) -> bool {
+        true
     }
 }

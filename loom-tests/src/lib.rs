@@ -402,6 +402,7 @@ impl Driver for FakeDriver {
             closed_now,
             forced: false,
             cut: 0,
+            not_closed_on_wire: false,
         })
     }
 }

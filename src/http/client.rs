@@ -189,7 +189,7 @@ impl Client {
 ///
 /// Safe to poll from anywhere once started: hyper-util's future is polled inside the
 /// client's runtime ([`InRuntime`]) and the deadline needs no runtime ([`Deadline`]).
-async fn dispatch(
+async fn dispatch_untimed(
     client: &HyperParts,
     req: Request<Body>,
     guard: InFlight,
@@ -218,6 +218,22 @@ async fn dispatch(
             )))
         }
     }
+}
+
+#[cfg(not(feature = "metrics"))]
+use dispatch_untimed as dispatch;
+
+/// [`dispatch_untimed`], timed (`http.client.request.duration`, see `http/metrics.rs`).
+#[cfg(feature = "metrics")]
+async fn dispatch(
+    client: &HyperParts,
+    req: Request<Body>,
+    guard: InFlight,
+) -> Result<Response<ResponseBody>, Error> {
+    let timer = crate::http::metrics::RequestTimer::start(client, &req);
+    let result = dispatch_untimed(client, req, guard).await;
+    timer.end(&result);
+    result
 }
 
 async fn finish(

@@ -12,5 +12,7 @@ pub(crate) mod enter;
 pub(crate) mod factory;
 pub(crate) mod manager;
 pub(crate) mod service;
+#[cfg(feature = "metrics")]
+pub(crate) mod metrics;
 pub(crate) mod timer;
 pub(crate) mod uri;

@@ -174,6 +174,7 @@ pub(crate) async fn close_isolated<D: Driver>(
                     closed_now,
                     forced: closed_now,
                     cut: if closed_now { cut } else { 0 },
+                    not_closed_on_wire: false,
                 },
                 panicked: Some(msg),
             }

@@ -71,6 +71,9 @@ pub struct CloseOutcome {
     pub forced: bool,
     /// How many requests were cut.
     pub cut: u64,
+    /// This call closed it, but its connections stay open until its runtime runs again
+    /// (a client that only its runtime can close, on a runtime that is not running).
+    pub not_closed_on_wire: bool,
 }
 
 /// Builds and closes clients for the core's orchestration, and hears what it did.

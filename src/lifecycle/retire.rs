@@ -32,6 +32,9 @@ pub struct Retired {
     pub in_flight_cut: u64,
     /// Slots found mid-replacement or mid-retirement and waited for.
     pub waited_for_replacement: usize,
+    /// Of the clients closed, those whose connections were left to a runtime that is not
+    /// running ([`CloseOutcome::not_closed_on_wire`](super::driver::CloseOutcome)).
+    pub not_closed_on_wire: usize,
     /// Closes that panicked (the client was force-closed anyway).
     pub failed: Vec<Error>,
 }
@@ -42,6 +45,7 @@ impl Retired {
         self.forced += other.forced;
         self.in_flight_cut += other.in_flight_cut;
         self.waited_for_replacement += other.waited_for_replacement;
+        self.not_closed_on_wire += other.not_closed_on_wire;
         self.failed.extend(other.failed);
     }
 
@@ -49,6 +53,9 @@ impl Retired {
         let outcome = closed.outcome;
         if outcome.closed_now {
             self.closed += 1;
+            if outcome.not_closed_on_wire {
+                self.not_closed_on_wire += 1;
+            }
         }
         if outcome.forced {
             self.forced += 1;
@@ -175,6 +182,7 @@ mod tests {
                 closed_now,
                 forced,
                 cut,
+                not_closed_on_wire: false,
             },
             panicked: None,
         }
@@ -190,12 +198,23 @@ mod tests {
         r.count(Closed {
             outcome: CloseOutcome {
                 closed_now: true,
+                forced: false,
+                cut: 0,
+                not_closed_on_wire: true,
+            },
+            panicked: None,
+        });
+        r.count(Closed {
+            outcome: CloseOutcome {
+                closed_now: true,
                 forced: true,
                 cut: 0,
+                not_closed_on_wire: false,
             },
             panicked: Some("boom".to_owned()),
         });
-        assert_eq!((r.closed, r.forced, r.in_flight_cut), (3, 3, 5));
+        assert_eq!((r.closed, r.forced, r.in_flight_cut), (4, 3, 5));
+        assert_eq!(r.not_closed_on_wire, 1);
         assert_eq!(r.failed.len(), 1);
         assert!(r.failed[0].is_closed());
         assert!(r.failed[0].to_string().contains("boom"), "{}", r.failed[0]);
@@ -208,6 +227,7 @@ mod tests {
             forced: 2,
             in_flight_cut: 3,
             waited_for_replacement: 4,
+            not_closed_on_wire: 9,
             failed: vec![Error::shut_down()],
         };
         total.add(Retired {
@@ -215,6 +235,7 @@ mod tests {
             forced: 6,
             in_flight_cut: 7,
             waited_for_replacement: 8,
+            not_closed_on_wire: 1,
             failed: vec![Error::runtime_gone()],
         });
         assert_eq!(
@@ -226,6 +247,7 @@ mod tests {
             ),
             (6, 8, 10, 12)
         );
+        assert_eq!(total.not_closed_on_wire, 10);
         assert_eq!(total.failed.len(), 2);
     }
 }

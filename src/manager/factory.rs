@@ -106,4 +106,27 @@ pub trait ClientFactory: Send + Sync + 'static {
     fn release(&self, client: &Self::Client) {
         self.abort(client);
     }
+
+    /// Whether this factory's clients can only be closed on the wire by their own
+    /// runtime: their connections are tasks of that runtime, which close their sockets
+    /// only when the runtime next polls them (or drops them), and neither
+    /// [`close`](ClientFactory::close) nor [`abort`](ClientFactory::abort) can reach the
+    /// sockets from outside. `reqwest::Client`s are such clients.
+    ///
+    /// When `true`, each close (on a runtime change, `close_all`, `shutdown`, a thread's
+    /// exit) ends by checking whether the client's runtime is running: a no-op task is
+    /// spawned on it and given up to 100 ms (within the close timeout) to run. A runtime
+    /// that runs it will poll the connection tasks, which close once the client is
+    /// dropped; a runtime torn down drops them. One that does not (an idle
+    /// `current_thread` runtime nobody drives, a blocked one) leaves the sockets open: the
+    /// close is counted in [`CloseReport::not_closed_on_wire`](crate::CloseReport) and
+    /// [`Stats::clients_not_closed_on_wire`](crate::Stats). The check costs that wait,
+    /// at most, per close.
+    ///
+    /// Default: `false` (closing needs nothing from the client's runtime, as for
+    /// [`HttpClientManager`](crate::HttpClientManager), which shuts tracked sockets
+    /// itself).
+    fn needs_runtime_to_close(&self) -> bool {
+        false
+    }
 }

@@ -62,8 +62,15 @@ pub(crate) struct Entry<F: ClientFactory> {
     pub(crate) manager: Weak<dyn Any + Send + Sync>,
     pub(crate) counters: Arc<Counters>,
     factory: Arc<F>,
+    /// The client's runtime, kept only when the factory's clients need it to close
+    /// ([`ClientFactory::needs_runtime_to_close`]): a close checks that it runs.
+    needs_runtime: Option<Handle>,
     pub(crate) client: F::Client,
 }
+
+/// How long a close waits for the client's runtime to run a probe task
+/// ([`ClientFactory::needs_runtime_to_close`]).
+const RUNTIME_PROBE: Duration = Duration::from_millis(100);
 
 /// How a close ends, after the lifecycle says this caller is the one that closes.
 #[derive(Clone, Copy)]
@@ -87,6 +94,7 @@ impl<F: ClientFactory> Managed<F> {
         factory: Arc<F>,
     ) -> Self {
         Counters::inc(&counters.clients_created);
+        let needs_runtime = factory.needs_runtime_to_close().then(|| handle.clone());
         let inner = Entry {
             id: ClientId::next(),
             runtime: handle.id(),
@@ -96,6 +104,7 @@ impl<F: ClientFactory> Managed<F> {
             manager,
             counters,
             factory,
+            needs_runtime,
             client,
         };
         tracing::debug!(
@@ -175,11 +184,25 @@ impl<F: ClientFactory> Managed<F> {
                 .until(deadline, inner.factory.close(&inner.client))
                 .await
                 .is_some();
-        if finished {
+        let mut outcome = if finished {
             inner.outcome(inner.shut("closed", Finish::Graceful), false)
         } else {
             inner.outcome(inner.shut("deadline", Finish::Deadline), true)
+        };
+        if let (true, Some(runtime)) = (outcome.closed_now, &inner.needs_runtime) {
+            let budget = timer.remaining(deadline).max(Duration::from_millis(10));
+            if !runtime_runs(runtime, RUNTIME_PROBE.min(budget)).await {
+                outcome.not_closed_on_wire = true;
+                Counters::inc(&inner.counters.clients_not_closed_on_wire);
+                tracing::debug!(
+                    client = %inner.id,
+                    runtime = %inner.runtime,
+                    "client closed, but its runtime is not running: its connections stay \
+                     open until that runtime runs again or is dropped"
+                );
+            }
         }
+        outcome
     }
 
     /// Stops new requests without waiting for anything.
@@ -232,6 +255,17 @@ impl<F: ClientFactory> Managed<F> {
     }
 }
 
+/// Whether `runtime` runs a task within `bound`: spawned from here, a no-op task runs
+/// only if some thread drives that runtime. A runtime shutting down drops the task (and
+/// with it every connection task): that counts as running, its sockets are closed.
+async fn runtime_runs(runtime: &Handle, bound: Duration) -> bool {
+    let probe = runtime.spawn(async {});
+    let timer = TokioTimer;
+    // A probe still queued when we give up stays harmless: it runs, or is dropped with
+    // its runtime.
+    timer.until(timer.after(bound), probe).await.is_some()
+}
+
 impl<F: ClientFactory> Entry<F> {
     /// Counts a request in flight, unless the client is closing.
     #[inline]
@@ -269,6 +303,7 @@ impl<F: ClientFactory> Entry<F> {
             closed_now: shut.first,
             forced: shut.first && (shut.in_flight > 0 || overran),
             cut: shut.in_flight,
+            not_closed_on_wire: false,
         }
     }
 

@@ -17,6 +17,8 @@ mod factory;
 mod hot;
 mod id;
 mod managed;
+#[cfg(feature = "metrics")]
+pub(crate) mod metrics;
 mod options;
 pub(crate) mod runtime;
 mod shared;
@@ -193,9 +195,12 @@ impl<F: ClientFactory> Manager<F> {
     }
 
     pub(crate) fn from_parts(factory: F, options: Options, counters: Arc<Counters>) -> Self {
-        Manager {
+        let manager = Manager {
             shared: Shared::new(factory, options, counters),
-        }
+        };
+        #[cfg(feature = "metrics")]
+        metrics::register(&manager.shared.counters, manager.name());
+        manager
     }
 
     /// The factory this manager builds clients with.

@@ -98,6 +98,7 @@ impl<F: ClientFactory> Shared<F> {
             in_flight_cut: retired.in_flight_cut,
             failed: retired.failed,
             waited_for_replacement: retired.waited_for_replacement,
+            not_closed_on_wire: retired.not_closed_on_wire,
             elapsed: start.elapsed(),
         }
     }

@@ -10,28 +10,58 @@ use std::time::Duration;
 /// statistic, never to order other memory.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub(crate) clients_created: AtomicU64,
-    pub(crate) clients_replaced: AtomicU64,
-    pub(crate) clients_closed: AtomicU64,
-    pub(crate) forced_closes: AtomicU64,
-    pub(crate) runtime_releases: AtomicU64,
-    pub(crate) connections_opened: AtomicU64,
-    pub(crate) connections_open: AtomicU64,
-    pub(crate) requests_started: AtomicU64,
-    pub(crate) requests_in_flight: AtomicU64,
-    pub(crate) requests_failed: AtomicU64,
-    pub(crate) dns_lookups: AtomicU64,
+    pub(crate) clients_created: Stat,
+    pub(crate) clients_replaced: Stat,
+    pub(crate) clients_closed: Stat,
+    pub(crate) clients_not_closed_on_wire: Stat,
+    pub(crate) forced_closes: Stat,
+    pub(crate) runtime_releases: Stat,
+    pub(crate) connections_opened: Stat,
+    pub(crate) connections_open: Stat,
+    pub(crate) requests_started: Stat,
+    pub(crate) requests_in_flight: Stat,
+    pub(crate) requests_failed: Stat,
+    pub(crate) dns_lookups: Stat,
+    /// The manager's name, once it is known (feature `metrics`: labels and request timing).
+    #[cfg(feature = "metrics")]
+    pub(crate) manager: std::sync::OnceLock<std::sync::Arc<str>>,
+}
+
+/// One statistic: its value and, with the feature `metrics`, the live metric it feeds
+/// (registered once per manager, so an update is one more call, never a key lookup).
+#[derive(Debug, Default)]
+pub(crate) struct Stat {
+    value: AtomicU64,
+    #[cfg(feature = "metrics")]
+    pub(super) live: std::sync::OnceLock<super::metrics::Live>,
+}
+
+impl Stat {
+    #[inline]
+    fn load(&self) -> u64 {
+        // Acquire pairs with nothing in particular; it keeps a snapshot's reads in program
+        // order so its ends-before-starts rule holds.
+        self.value.load(Ordering::Acquire)
+    }
 }
 
 impl Counters {
     #[inline]
-    pub(crate) fn inc(c: &AtomicU64) {
-        c.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn inc(c: &Stat) {
+        c.value.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        if let Some(live) = c.live.get() {
+            live.inc();
+        }
     }
 
     #[inline]
-    pub(crate) fn dec(c: &AtomicU64) {
-        c.fetch_sub(1, Ordering::Relaxed);
+    pub(crate) fn dec(c: &Stat) {
+        c.value.fetch_sub(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        if let Some(live) = c.live.get() {
+            live.dec();
+        }
     }
 
     /// Reads every counter. Ends are read before starts (closed before created, in flight
@@ -39,9 +69,8 @@ impl Counters {
     /// never shows an impossible state (more closed than created, a negative live count),
     /// even while counters move.
     pub(crate) fn snapshot(&self, thread_slots: u64, runtime_slots: u64) -> Stats {
-        // Acquire pairs with nothing in particular; it keeps the reads in program order so
-        // the ends-before-starts rule holds.
-        let get = |c: &AtomicU64| c.load(Ordering::Acquire);
+        let get = Stat::load;
+        let not_on_wire = get(&self.clients_not_closed_on_wire);
         let closed = get(&self.clients_closed);
         let forced_closes = get(&self.forced_closes);
         let replaced = get(&self.clients_replaced);
@@ -59,6 +88,7 @@ impl Counters {
             clients_replaced: replaced,
             clients_closed: closed,
             clients_live: created.saturating_sub(closed),
+            clients_not_closed_on_wire: not_on_wire.min(closed),
             forced_closes,
             runtime_releases: releases,
             connections_opened: opened,
@@ -93,6 +123,36 @@ impl Counters {
 /// assert_eq!((s.clients_created, s.clients_closed, s.clients_live), (3, 3, 0));
 /// assert_eq!(s.runtime_releases, 3);
 /// ```
+///
+/// # Metrics (feature `metrics`)
+///
+/// With the feature `metrics`, the same figures are recorded through the
+/// [`metrics`](https://docs.rs/metrics/0.24) facade, to whatever recorder (exporter) the
+/// application installs. Each manager registers its handles once, when it is built, with
+/// the recorder installed then: install the recorder first. Every series carries the
+/// attribute `rtlocal.manager`, the manager's name
+/// ([`ManagerBuilder::name`](crate::ManagerBuilder::name), [`Builder::name`](crate::Builder::name);
+/// `"http"` for an [`HttpClientManager`](crate::HttpClientManager) by default). Names follow
+/// the OpenTelemetry HTTP-client semantic conventions where one exists:
+///
+/// | metric | kind | from |
+/// |---|---|---|
+/// | `http.client.request.duration` | histogram, seconds | each HTTP request, from the call to its response headers (or its error); attributes `http.request.method` (`_OTHER` for extension methods), `server.address`, `server.port`, and `http.response.status_code` or `error.type` (`timeout`, `connect`, `closed`, `request`, `cancelled` when the caller dropped it first, …) |
+/// | `http.client.active_requests` | up-down gauge | `requests_in_flight` |
+/// | `http.client.open_connections` | up-down gauge | `connections_open` (no `http.connection.state`: an open socket is not known to be idle or active) |
+/// | `rtlocal.clients.created`, `.closed`, `.replaced`, `.forced_closes`, `.runtime_releases`, `.not_closed_on_wire` | counters | the fields of the same names |
+/// | `rtlocal.clients.live` | up-down gauge | `clients_live` |
+/// | `rtlocal.connections.opened`, `rtlocal.requests.started`, `rtlocal.requests.failed`, `rtlocal.dns.lookups` | counters | the fields of the same names |
+/// | `rtlocal.thread_slots`, `rtlocal.runtime_slots` | gauges | `Stats::record_metrics` only |
+/// | `rtlocal.callbacks.registered`, `.run`, `.panicked` | counters (process-wide) | `Stats::record_metrics` only |
+///
+/// Everything but the request histogram is updated live through those handles (one more
+/// call per update, no key lookup); the histogram's attributes differ per request, so each
+/// sample looks its series up in the recorder. The request duration ends at the response
+/// headers, as OpenTelemetry's Go and Java client instrumentations record it: a body may be
+/// streamed, held or dropped half read for as long as the caller likes, and
+/// `http.client.active_requests` counts the request until its body ends.
+/// `http.client.connection.duration` is not recorded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
@@ -104,6 +164,15 @@ pub struct Stats {
     pub clients_closed: u64,
     /// Clients built and not yet closed.
     pub clients_live: u64,
+    /// Of the clients closed, how many could not be closed on the wire: their connections
+    /// are tasks of their runtime, which was not running when the close ended (idle or
+    /// blocked), so their sockets stay open until that runtime runs again or is dropped.
+    /// Only factories whose clients need their runtime to close count here
+    /// ([`ClientFactory::needs_runtime_to_close`](crate::ClientFactory::needs_runtime_to_close):
+    /// `ReqwestFactory` (feature `reqwest`)); always 0 for
+    /// [`HttpClientManager`](crate::HttpClientManager), which shuts its sockets from
+    /// outside.
+    pub clients_not_closed_on_wire: u64,
     /// Closes that hit their deadline with requests still in flight and cut them.
     pub forced_closes: u64,
     /// Clients released because their runtime was torn down.
@@ -137,6 +206,24 @@ pub struct Stats {
     pub dns_lookups: u64,
 }
 
+#[cfg(feature = "metrics")]
+impl Stats {
+    /// Records this snapshot's values that have no live metric — the slot counts
+    /// (`rtlocal.thread_slots`, `rtlocal.runtime_slots`, gauges) and the process-wide
+    /// callback counts (`rtlocal.callbacks.registered`, `.run`, `.panicked`, counters) —
+    /// with the installed `metrics` recorder, labelled `rtlocal.manager = manager`
+    /// (feature `metrics`). Every other statistic is recorded live as it changes; call
+    /// this periodically (or before an export) for these.
+    ///
+    /// ```
+    /// let manager = rtlocal::HttpClientManager::new();
+    /// manager.stats().record_metrics("http"); // the HTTP manager's default name
+    /// ```
+    pub fn record_metrics(&self, manager: &str) {
+        super::metrics::record(self, manager);
+    }
+}
+
 /// What [`HttpClientManager::close_all`](crate::HttpClientManager::close_all) or
 /// [`HttpClientManager::shutdown`](crate::HttpClientManager::shutdown) did.
 ///
@@ -168,6 +255,15 @@ pub struct CloseReport {
     pub failed: Vec<crate::Error>,
     /// Slots that were mid-replacement and had to be waited for.
     pub waited_for_replacement: usize,
+    /// Of the clients closed, how many could not be closed on the wire: their
+    /// connections are tasks of a runtime that was not running when the close ended
+    /// (idle, or blocked), so their sockets stay open until that runtime runs again or is
+    /// dropped. Only factories whose clients need their runtime to close count here
+    /// ([`ClientFactory::needs_runtime_to_close`](crate::ClientFactory::needs_runtime_to_close):
+    /// `ReqwestFactory` (feature `reqwest`)); always 0 for
+    /// [`HttpClientManager`](crate::HttpClientManager), which shuts its sockets from
+    /// outside. `Display` mentions it only when it is not 0.
+    pub not_closed_on_wire: usize,
     /// How long the call took.
     pub elapsed: Duration,
 }
@@ -183,6 +279,13 @@ impl fmt::Display for CloseReport {
             self.in_flight_cut,
             self.failed.len()
         )?;
+        if self.not_closed_on_wire > 0 {
+            write!(
+                f,
+                ", {} not closed on the wire (left to an idle runtime)",
+                self.not_closed_on_wire
+            )?;
+        }
         for e in &self.failed {
             write!(f, "; {e}")?;
         }

@@ -102,6 +102,16 @@ impl Builder {
         self
     }
 
+    /// What [`shutdown_all`](crate::shutdown_all)'s report and the metrics (feature
+    /// `metrics`, attribute `rtlocal.manager`) call this manager: tells two HTTP managers
+    /// of one process apart.
+    ///
+    /// Default is `"http"`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = Some(Arc::from(name.into()));
+        self
+    }
+
     /// How long closing a stale client (on a runtime change), `close_all` or a forced
     /// `shutdown` waits for in-flight requests before it cuts them.
     ///

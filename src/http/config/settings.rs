@@ -11,6 +11,8 @@ use crate::manager::{Options, Sharing};
 /// The resolved settings, shared by every client of one manager.
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
+    /// What reports and metrics call the manager; `None`: `"http"`.
+    pub(crate) name: Option<Arc<str>>,
     pub(crate) close_timeout: Duration,
     pub(crate) sharing: Sharing,
     pub(crate) connect_timeout: Option<Duration>,
@@ -36,6 +38,7 @@ impl Config {
     /// The settings every manager has, whatever its factory.
     pub(crate) fn options(&self) -> Options {
         Options {
+            name: self.name.clone(),
             close_timeout: self.close_timeout,
             sharing: self.sharing,
             ..Options::default()
@@ -48,6 +51,7 @@ impl Default for Config {
         let mut default_headers = HeaderMap::new();
         default_headers.insert(USER_AGENT, default_user_agent());
         Config {
+            name: None,
             close_timeout: Duration::from_secs(5),
             sharing: Sharing::PerThread,
             connect_timeout: Some(Duration::from_secs(10)),
