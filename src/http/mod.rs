@@ -11,8 +11,8 @@ pub(crate) mod deadline;
 pub(crate) mod enter;
 pub(crate) mod factory;
 pub(crate) mod manager;
-pub(crate) mod service;
 #[cfg(feature = "metrics")]
 pub(crate) mod metrics;
+pub(crate) mod service;
 pub(crate) mod timer;
 pub(crate) mod uri;

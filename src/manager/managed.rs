@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::runtime::{self, Handle};
 use tokio::sync::Notify;
 
+use super::closer;
 use super::factory::ClientFactory;
 use super::id::ClientId;
 use super::stats::Counters;
@@ -170,7 +171,16 @@ impl<F: ClientFactory> Managed<F> {
     /// then the factory's close (for what is left of `timeout`); past the deadline the
     /// close is forced. Works from any thread and any executor (the deadline is the
     /// closer's timer).
-    pub(crate) async fn close_graceful(&self, timeout: Duration) -> CloseOutcome {
+    ///
+    /// A client whose factory needs its runtime to close ([`ClientFactory::needs_runtime_to_close`])
+    /// is then checked: does that runtime still run? With `report_wire` the close waits for
+    /// the answer (bounded) and reports it; without (a replacement, whose caller waits for
+    /// this close) the check runs on the closer and only the statistic learns the answer.
+    pub(crate) async fn close_graceful(
+        &self,
+        timeout: Duration,
+        report_wire: bool,
+    ) -> CloseOutcome {
         let inner = &self.inner;
         inner.life.begin_close();
         if inner.life.phase() == Phase::Closed {
@@ -190,19 +200,34 @@ impl<F: ClientFactory> Managed<F> {
             inner.outcome(inner.shut("deadline", Finish::Deadline), true)
         };
         if let (true, Some(runtime)) = (outcome.closed_now, &inner.needs_runtime) {
-            let budget = timer.remaining(deadline).max(Duration::from_millis(10));
-            if !runtime_runs(runtime, RUNTIME_PROBE.min(budget)).await {
-                outcome.not_closed_on_wire = true;
-                Counters::inc(&inner.counters.clients_not_closed_on_wire);
-                tracing::debug!(
-                    client = %inner.id,
-                    runtime = %inner.runtime,
-                    "client closed, but its runtime is not running: its connections stay \
-                     open until that runtime runs again or is dropped"
-                );
+            if report_wire {
+                let budget = timer.remaining(deadline).max(Duration::from_millis(10));
+                outcome.not_closed_on_wire = !self.check_wire(runtime, budget).await;
+            } else {
+                let (client, runtime) = (self.clone(), runtime.clone());
+                closer::spawn(async move {
+                    let _ = client.check_wire(&runtime, RUNTIME_PROBE).await;
+                });
             }
         }
         outcome
+    }
+
+    /// Whether the closed client's runtime runs (so its connections close); counted and
+    /// logged when it does not.
+    async fn check_wire(&self, runtime: &Handle, budget: Duration) -> bool {
+        let inner = &self.inner;
+        if runtime_runs(runtime, RUNTIME_PROBE.min(budget)).await {
+            return true;
+        }
+        Counters::inc(&inner.counters.clients_not_closed_on_wire);
+        tracing::debug!(
+            client = %inner.id,
+            runtime = %inner.runtime,
+            "client closed, but its runtime is not running: its connections stay \
+             open until that runtime runs again or is dropped"
+        );
+        false
     }
 
     /// Stops new requests without waiting for anything.

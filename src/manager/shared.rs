@@ -225,7 +225,10 @@ impl<F: ClientFactory> Driver for Runner<'_, F> {
     }
 
     async fn close(&self, client: &Managed<F>, budget: Duration) -> CloseOutcome {
-        client.close_graceful(budget).await
+        // A replacement (a caller's `client()` waits for it) does not wait to learn
+        // whether the stale client's runtime still runs; close_all, shutdown and exit
+        // closes report it.
+        client.close_graceful(budget, self.slot.is_none()).await
     }
 
     fn replaced(&self, stale: &Managed<F>, outcome: CloseOutcome) {
