@@ -66,33 +66,40 @@ fn main() {
         return;
     }
 
-    let rounds = support::rounds("carry", 20, 2);
+    let rounds = support::rounds("carry", 20, 1);
+    // A smoke run (`cargo test --all-targets`) only checks that every side works.
+    let scale = if std::env::args().any(|a| a == "--bench") {
+        1
+    } else {
+        50
+    };
+    let (gens, connects_n, warm) = (GENERATIONS / scale, CONNECTS / scale, WARM / scale);
     let workload = |f: &(dyn Fn(&tokio::runtime::Runtime) + Sync)| {
         std::thread::scope(|s| {
             for _ in 0..THREADS {
-                s.spawn(|| generations(GENERATIONS, f));
+                s.spawn(|| generations(gens, f));
             }
         });
     };
     let samples: [(&str, usize, &(dyn Fn() + Sync)); 4] = [
         (
             "rtlocal (per-runtime client)",
-            THREADS * GENERATIONS * REQUESTS,
+            THREADS * gens * REQUESTS,
             &|| workload(&|rt| rtlocal_generation(rt, &rtlocal, &uri)),
         ),
         (
             "hop (one dedicated runtime)",
-            THREADS * GENERATIONS * REQUESTS,
+            THREADS * gens * REQUESTS,
             &|| workload(&|rt| hop.generation(rt, &uri)),
         ),
-        ("loopback connect + close", CONNECTS, &|| {
-            connects(addr, CONNECTS)
+        ("loopback connect + close", connects_n, &|| {
+            connects(addr, connects_n)
         }),
-        ("request on a warm connection", WARM, &|| {
+        ("request on a warm connection", warm, &|| {
             let rt = support::current_thread_rt();
             rt.block_on(async {
                 let c = rtlocal.client().await.expect("client");
-                for _ in 0..WARM {
+                for _ in 0..warm {
                     let resp = c.request(support::get(&uri)).await.expect("request");
                     resp.into_body().collect().await.expect("body");
                 }
@@ -114,7 +121,7 @@ fn main() {
         }
     }
     println!(
-        "\n{THREADS} threads x {GENERATIONS} generations x {REQUESTS} requests; \
+        "\n{THREADS} threads x {gens} generations x {REQUESTS} requests; \
          {rounds} interleaved samples each (medians)"
     );
     println!(
