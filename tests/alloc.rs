@@ -95,7 +95,8 @@ fn a_thread_slot_retains_at_most_one_kib() {
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     const THREADS: usize = 256;
     let m = std::sync::Arc::new(HttpClientManager::new());
-    // Warm-up: lazily created globals (default manager, registries, thread-id tables).
+    // Warm-up: lazily created globals (default manager, registries, thread-id tables,
+    // the closer thread).
     {
         let m = std::sync::Arc::clone(&m);
         std::thread::spawn(move || {
@@ -105,43 +106,81 @@ fn a_thread_slot_retains_at_most_one_kib() {
         .join()
         .unwrap();
     }
-    let base = LIVE_BYTES.load(Ordering::SeqCst);
-    // Threads alive at once, so each gets its own slot; measured while they are alive,
-    // then again once they have exited (an exited thread's slot is let go).
-    let measured = std::sync::Arc::new(std::sync::Barrier::new(THREADS + 1));
-    let released = std::sync::Arc::new(std::sync::Barrier::new(THREADS + 1));
-    let handles: Vec<_> = (0..THREADS)
-        .map(|_| {
-            let m = std::sync::Arc::clone(&m);
-            let (measured, released) = (
-                std::sync::Arc::clone(&measured),
-                std::sync::Arc::clone(&released),
-            );
-            std::thread::spawn(move || {
+    // What THREADS live threads that built, used and dropped a runtime retain with and
+    // without a client: the difference is the slots' (a live thread's own bookkeeping,
+    // std's and tokio's, is no slot).
+    let with_client = {
+        let m = std::sync::Arc::clone(&m);
+        let read = std::sync::Arc::clone(&m);
+        retained_by_live_threads(
+            THREADS,
+            move || {
                 let rt = common::current_thread_rt();
                 drop(rt.block_on(m.client()).unwrap());
                 drop(rt); // releases the client; the slot stays with the manager
-                measured.wait();
-                released.wait();
-            })
-        })
-        .collect();
-    measured.wait();
-    let s = m.stats();
-    assert_eq!(s.clients_live, 0);
-    assert!(s.thread_slots as usize >= THREADS, "{s:?}");
-    let retained = LIVE_BYTES.load(Ordering::SeqCst) - base;
-    let per_slot = retained / s.thread_slots as i64;
-    eprintln!(
-        "{} slots retain {retained} bytes: {per_slot} bytes per slot",
-        s.thread_slots
+            },
+            move || {
+                let s = read.stats();
+                (s.clients_live, s.thread_slots)
+            },
+        )
+    };
+    let without_client = retained_by_live_threads(
+        THREADS,
+        || {
+            let rt = common::current_thread_rt();
+            rt.block_on(async {});
+            drop(rt);
+        },
+        || (0, 0),
     );
-    released.wait();
-    for h in handles {
-        h.join().unwrap();
-    }
+    let (retained, (clients_live, thread_slots)) = with_client;
+    assert_eq!(clients_live, 0);
+    assert!(thread_slots as usize >= THREADS, "{thread_slots} slots");
+    let per_slot = (retained - without_client.0) / thread_slots as i64;
+    eprintln!(
+        "{thread_slots} slots: {retained} bytes retained with a client, {} without: \
+         {per_slot} bytes per slot",
+        without_client.0
+    );
     assert!(per_slot <= 1024, "{per_slot} bytes retained per slot");
     // Exited threads leave nothing listed behind.
     let after = m.stats();
     assert_eq!(after.thread_slots, 0, "{after:?}");
+}
+
+/// Runs `work` on `threads` threads alive at once and returns the bytes allocated and not
+/// freed once every thread has done it (while all of them are still alive), with what
+/// `alive` read at that moment.
+fn retained_by_live_threads<T>(
+    threads: usize,
+    work: impl Fn() + Send + Sync + 'static,
+    alive: impl FnOnce() -> T,
+) -> (i64, T) {
+    let work = std::sync::Arc::new(work);
+    let base = LIVE_BYTES.load(Ordering::SeqCst);
+    let done = std::sync::Arc::new(std::sync::Barrier::new(threads + 1));
+    let measured = std::sync::Arc::new(std::sync::Barrier::new(threads + 1));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (work, done, measured) = (
+                std::sync::Arc::clone(&work),
+                std::sync::Arc::clone(&done),
+                std::sync::Arc::clone(&measured),
+            );
+            std::thread::spawn(move || {
+                work();
+                done.wait();
+                measured.wait();
+            })
+        })
+        .collect();
+    done.wait();
+    let retained = LIVE_BYTES.load(Ordering::SeqCst) - base;
+    let seen = alive();
+    measured.wait();
+    for h in handles {
+        h.join().unwrap();
+    }
+    (retained, seen)
 }
