@@ -175,3 +175,44 @@ fn no_span_when_the_subscriber_does_not_want_debug() {
     });
     assert!(capture.requests().is_empty());
 }
+
+/// A request future created on runtime A and first polled on runtime B is sent by B's
+/// client (the runtime is checked at poll time, not when the future is made), and its
+/// span names the client and runtime that sent it.
+#[test]
+fn a_future_made_on_one_runtime_and_awaited_on_another_is_sent_and_traced_there() {
+    let server = TestServer::start();
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::registry()
+        .with(capture.clone())
+        .with(tracing_subscriber::filter::LevelFilter::DEBUG);
+    let _default = tracing::subscriber::set_default(subscriber);
+    let manager = rtlocal::HttpClientManager::new();
+    let rt_a = common::current_thread_rt();
+    let rt_b = common::current_thread_rt();
+    let client_a = rt_a.block_on(manager.client()).expect("client on A");
+    // Made inside A (A's client, A current), never polled there.
+    let pending = rt_a.block_on(async {
+        client_a.request(
+            http::Request::get(server.url("/"))
+                .body(())
+                .expect("request"),
+        )
+    });
+    // A idles from here on: a request sent on A's connections would never finish.
+    let (resp_text, runtime_b) = common::block_on_guarded(&rt_b, async {
+        let resp = pending.await.expect("re-routed to B's client");
+        (
+            common::text(resp).await,
+            tokio::runtime::Handle::current().id(),
+        )
+    });
+    assert_eq!(resp_text, "hello");
+    let client_b = rt_b.block_on(manager.client()).expect("client on B");
+    assert_ne!(client_b.id(), client_a.id());
+    let spans = capture.requests();
+    assert_eq!(spans.len(), 1, "{spans:?}");
+    assert_eq!(field(&spans[0], "client"), client_b.id().to_string());
+    assert_eq!(field(&spans[0], "runtime"), runtime_b.to_string());
+    assert_eq!(field(&spans[0], "http.response.status_code"), "200");
+}
