@@ -191,14 +191,14 @@ fn a_future_made_on_one_runtime_and_awaited_on_another_is_sent_and_traced_there(
     let rt_a = common::current_thread_rt();
     let rt_b = common::current_thread_rt();
     let client_a = rt_a.block_on(manager.client()).expect("client on A");
-    // Made inside A (A's client, A current), never polled there.
-    let pending = rt_a.block_on(async {
-        client_a.request(
-            http::Request::get(server.url("/"))
-                .body(())
-                .expect("request"),
-        )
-    });
+    // Made inside A (A's client, A's context current), never polled there.
+    let pending = {
+        let _in_a = rt_a.enter();
+        let req = http::Request::get(server.url("/"))
+            .body(())
+            .expect("request");
+        client_a.request(req)
+    };
     // A idles from here on: a request sent on A's connections would never finish.
     let (resp_text, runtime_b) = common::block_on_guarded(&rt_b, async {
         let resp = pending.await.expect("re-routed to B's client");
