@@ -255,6 +255,7 @@
 //! * Outside a runtime, `client()` fails at once with [`Error::is_no_runtime`].
 //! * Logging through `tracing`: `debug!` for lifecycle, `warn!` only for forced closes,
 //!   `error!` for callback panics.
+//! * One DEBUG span per request, `http.request` (see [`Client::request`]).
 //!
 //! # Correctness
 //!

@@ -149,6 +149,102 @@ fn a_thread_slot_retains_at_most_one_kib() {
     assert_eq!(after.thread_slots, 0, "{after:?}");
 }
 
+/// Allocations on this thread (which also polls the connection: a `current_thread`
+/// runtime) over `n` sequential requests made by `one`.
+fn allocs_per_requests<F, Fut>(rt: &tokio::runtime::Runtime, n: usize, one: F) -> u64
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    // Warm-up: the pooled connection, buffers, thread-local slots.
+    rt.block_on(async {
+        for _ in 0..20 {
+            one().await;
+        }
+    });
+    COUNT_HERE.with(|c| c.set(true));
+    let before = ALLOCS.load(Ordering::Relaxed);
+    rt.block_on(async {
+        for _ in 0..n {
+            one().await;
+        }
+    });
+    let allocs = ALLOCS.load(Ordering::Relaxed) - before;
+    COUNT_HERE.with(|c| c.set(false));
+    allocs
+}
+
+/// A managed request allocates no more than the raw hyper-util request it wraps, and its
+/// `http.request` span (DEBUG) adds no allocation while the subscriber does not want
+/// DEBUG: exactly as many allocations as with no subscriber at all. With a DEBUG
+/// subscriber it does allocate (the subscriber formats the span's fields), which shows
+/// the count would see a span that is built when it should not be.
+#[test]
+fn a_request_allocates_no_more_than_raw_hyper_util_and_its_span_nothing_when_off() {
+    use http_body_util::BodyExt;
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let server = common::TestServer::start();
+    let uri: http::Uri = server.url("/").parse().expect("uri");
+    let rt = common::current_thread_rt();
+    // Raw hyper-util with rtlocal's settings; no request timeout on either side (the
+    // timeout's timer is an allocation of tokio's when a response is not immediate).
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.set_nodelay(true);
+    let raw: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .build(http);
+    let manager = HttpClientManager::builder()
+        .user_agent(None)
+        .request_timeout(None)
+        .build()
+        .expect("config");
+    const N: usize = 200;
+    let managed = || {
+        allocs_per_requests(&rt, N, || async {
+            let client = manager.client().await.expect("client");
+            let req = http::Request::get(uri.clone())
+                .body(rtlocal::Body::empty())
+                .expect("request");
+            let resp = client.request(req).await.expect("request");
+            resp.into_body().collect().await.expect("body");
+        })
+    };
+    let with_level = |level: tracing::Level| {
+        tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_writer(std::io::sink)
+            .finish()
+    };
+    let raw_allocs = allocs_per_requests(&rt, N, || async {
+        let resp = raw.get(uri.clone()).await.expect("raw request");
+        resp.into_body().collect().await.expect("raw body");
+    });
+    let no_subscriber = managed();
+    let info = tracing::subscriber::with_default(with_level(tracing::Level::INFO), managed);
+    let debug = tracing::subscriber::with_default(with_level(tracing::Level::DEBUG), managed);
+    eprintln!(
+        "{N} requests: raw hyper-util {raw_allocs} allocations; managed: {no_subscriber} \
+         without a subscriber, {info} at INFO, {debug} at DEBUG"
+    );
+    assert!(
+        no_subscriber <= raw_allocs,
+        "managed requests allocated {no_subscriber} times, raw hyper-util {raw_allocs}"
+    );
+    // Per request, not exactly: a pool or buffer may grow once during a run.
+    assert!(
+        info < no_subscriber + N as u64 / 2,
+        "the span allocated while the subscriber does not want DEBUG: {info} allocations \
+         against {no_subscriber} without a subscriber"
+    );
+    assert!(
+        debug >= info + N as u64,
+        "a DEBUG subscriber sees the span (and formats its fields)"
+    );
+}
+
 /// Runs `work` on `threads` threads alive at once and returns the bytes allocated and not
 /// freed once every thread has done it (while all of them are still alive), with what
 /// `alive` read at that moment.

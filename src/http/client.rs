@@ -1,21 +1,20 @@
 //! [`Client`]: a cheap handle on one hyper-util client bound to one runtime.
 
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use http::{Request, Response, Uri};
-use hyper_util::client::legacy::ResponseFuture;
 use tokio::runtime::{self, Handle};
 
 use crate::error::{Error, Kind};
 use crate::http::body::request::Body;
 use crate::http::body::response::ResponseBody;
-use crate::http::connect::Busy;
-use crate::http::deadline::{Deadline, with_deadline};
-use crate::http::enter::InRuntime;
-use crate::http::factory::{HyperFactory, HyperParts, InFlight};
+use crate::http::exchange::{Dispatch, Exchange, request_span};
+use crate::http::factory::HyperFactory;
 use crate::http::uri::{self, Target};
-use crate::manager::{ClientId, Counters, Managed};
+use crate::manager::{ClientId, Managed};
 
 /// An HTTP client bound to the tokio runtime it was built on.
 ///
@@ -89,6 +88,16 @@ impl Client {
     /// executor: each poll runs inside the client's runtime, so sockets and timers stay
     /// there, and the request timeout holds without any runtime.
     ///
+    /// # Tracing
+    /// Each request that gets past the URI and runtime checks runs in one DEBUG span named
+    /// `http.request`, from the hand-off to hyper-util until the response headers arrive
+    /// or the request fails (the body is the caller's to read; its errors come back from
+    /// the body). Fields: `http.request.method`, `server.address`, `server.port`,
+    /// `client` and `runtime` (the client that sends it, after any re-routing), then
+    /// `http.response.status_code` or `error` (the error's message). DEBUG, like the
+    /// crate's lifecycle events: with no subscriber interested in it the span is never
+    /// built (no allocation, no formatting).
+    ///
     /// # Errors
     /// [`Error::is_invalid_uri`], before anything is sent, when the URI is not an absolute
     /// `http` or `https` URI with a host and a port from 1 to 65535 (or none), or carries
@@ -113,45 +122,14 @@ impl Client {
     /// let body = resp.into_body().collect().await?.to_bytes();
     /// # let _ = body; Ok(()) }
     /// ```
-    pub async fn request<B: Into<Body>>(
+    pub fn request<B: Into<Body>>(
         &self,
         req: Request<B>,
-    ) -> Result<Response<ResponseBody>, Error> {
-        // Before anything else: a request never goes anywhere its URI does not say.
-        Target::of(req.uri())?;
-        let handle = Handle::try_current().map_err(|_| Error::no_runtime())?;
-        let req = req.map(Into::into);
-        if handle.id() == self.inner.runtime_id() {
-            if let Some(guard) = self.inner.track() {
-                return dispatch(&self.inner, req, guard).await;
-            }
+    ) -> impl Future<Output = Result<Response<ResponseBody>, Error>> + Send + '_ {
+        RequestFuture {
+            client: self,
+            state: State::Start(req.map(Into::into)),
         }
-        // Boxed: the cold path would otherwise double the size of every request future.
-        Box::pin(self.reroute(req)).await
-    }
-
-    #[cold]
-    async fn reroute(&self, req: Request<Body>) -> Result<Response<ResponseBody>, Error> {
-        // A fresh client can be closed again before we use it (close_all racing us);
-        // a few attempts settle that, and the error after them is honest.
-        for _ in 0..3 {
-            let Some(manager) = self.inner.manager() else {
-                return Err(Error::with_detail(
-                    Kind::Closed,
-                    "its manager is gone, so the request cannot be re-routed: get a client \
-                     from a live manager",
-                ));
-            };
-            let fresh = manager.client().await?;
-            if let Some(guard) = fresh.track() {
-                tracing::trace!(from = %self.id(), to = %fresh.id(), "request re-routed");
-                return dispatch(&fresh, req, guard).await;
-            }
-        }
-        Err(Error::with_detail(
-            Kind::Closed,
-            "every client handed out was closed before the request could start",
-        ))
     }
 
     /// Sends a `GET` request to `uri`.
@@ -183,79 +161,107 @@ impl Client {
     }
 }
 
-/// Sends a request counted by `guard`, under the request timeout. The request is handed
-/// to hyper-util before the first await, so the future holds little more than
-/// hyper-util's boxed future, the guard and the deadline.
+/// [`Client::request`]'s future. Holds the request until the first poll, because which
+/// client sends it is decided there (the runtime polling it may not be the one it was
+/// created on); from then on, the [`Dispatch`] of the client that sends it.
 ///
-/// Safe to poll from anywhere once started: hyper-util's future is polled inside the
-/// client's runtime ([`InRuntime`]) and the deadline needs no runtime ([`Deadline`]).
-async fn dispatch_untimed(
-    client: &HyperParts,
-    req: Request<Body>,
-    guard: InFlight,
-) -> Result<Response<ResponseBody>, Error> {
-    // Before hyper-util can pick a pooled connection (see connect/idle.rs).
-    let busy = client.tracker.busy();
-    // A timeout too large to add to `now` means no deadline (build() clamps it anyway).
-    let timeout = client
-        .request_timeout
-        .and_then(|t| Some((t, Instant::now().checked_add(t)?)));
-    let sent = InRuntime::new(&client.handle, client.send(req));
-    let Some((timeout, at)) = timeout else {
-        return finish(sent, guard, busy, None).await;
-    };
-    // The body carries the deadline on; until the headers arrive it is polled here.
-    let mut deadline = Deadline::new(at);
-    let body_deadline = Deadline::new(at);
-    let finished = finish(sent, guard, busy, Some((timeout, body_deadline)));
-    match with_deadline(finished, &mut deadline).await {
-        Ok(result) => result,
-        Err(()) => {
-            Counters::inc(&client.counters.requests_failed);
-            Err(Error::timeout(format!(
-                "request_timeout ({timeout:?}) passed before the response headers arrived; \
-                 raise it with Builder::request_timeout if the server is this slow"
-            )))
+/// Hand-written rather than an `async fn`: nested `async fn` frames would each take a
+/// copy of the 256-byte request, and every move of a bigger future costs a slower memcpy.
+#[must_use = "futures do nothing unless polled"]
+struct RequestFuture<'a> {
+    client: &'a Client,
+    state: State<'a>,
+}
+
+enum State<'a> {
+    Start(Request<Body>),
+    Sending(Dispatch),
+    /// The cold path, boxed so it does not grow every request future.
+    Rerouting(Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Error>> + Send + 'a>>),
+    Done,
+}
+
+impl Future for RequestFuture<'_> {
+    type Output = Result<Response<ResponseBody>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            return match &mut this.state {
+                State::Sending(sending) => {
+                    let out = Pin::new(sending).poll(cx);
+                    if out.is_ready() {
+                        this.state = State::Done;
+                    }
+                    out
+                }
+                State::Start(_) => {
+                    let State::Start(req) = std::mem::replace(&mut this.state, State::Done) else {
+                        unreachable!("matched just above")
+                    };
+                    this.state = this.client.start(req)?;
+                    continue;
+                }
+                State::Rerouting(fut) => {
+                    let out = fut.as_mut().poll(cx);
+                    if out.is_ready() {
+                        this.state = State::Done;
+                    }
+                    out
+                }
+                State::Done => Poll::Ready(Err(Error::with_detail(
+                    Kind::Request,
+                    "the request future was polled after it completed",
+                ))),
+            };
         }
     }
 }
 
-#[cfg(not(feature = "metrics"))]
-use dispatch_untimed as dispatch;
-
-/// [`dispatch_untimed`], timed (`http.client.request.duration`, see `http/metrics.rs`).
-#[cfg(feature = "metrics")]
-async fn dispatch(
-    client: &HyperParts,
-    req: Request<Body>,
-    guard: InFlight,
-) -> Result<Response<ResponseBody>, Error> {
-    let timer = crate::http::metrics::RequestTimer::start(client, &req);
-    let result = dispatch_untimed(client, req, guard).await;
-    timer.end(&result);
-    result
-}
-
-async fn finish(
-    sent: InRuntime<ResponseFuture>,
-    guard: InFlight,
-    busy: Option<Busy>,
-    timeout: Option<(Duration, Deadline)>,
-) -> Result<Response<ResponseBody>, Error> {
-    match sent.await {
-        Ok(Ok(resp)) => Ok(resp.map(|b| ResponseBody::new(b, guard, busy, timeout))),
-        Ok(Err(e)) => {
-            let cut = guard.client_closed();
-            guard.failed();
-            if cut {
-                return Err(Error::cut(e));
+impl Client {
+    /// The first poll: checks the URI and the runtime, and hands the request to this
+    /// client, or re-routes it.
+    #[inline]
+    fn start(&self, req: Request<Body>) -> Result<State<'_>, Error> {
+        // Before anything else: a request never goes anywhere its URI does not say.
+        let target = Target::of(req.uri())?;
+        let handle = Handle::try_current().map_err(|_| Error::no_runtime())?;
+        if handle.id() == self.inner.runtime_id() {
+            if let Some(guard) = self.inner.track() {
+                let span = request_span(&req, &target, &guard);
+                return Ok(State::Sending(Dispatch::start(
+                    Exchange::new(guard),
+                    req,
+                    span,
+                )));
             }
-            Err(Error::from_client(e))
         }
-        Err(e) => {
-            guard.failed();
-            Err(e)
+        Ok(State::Rerouting(Box::pin(self.reroute(req))))
+    }
+
+    #[cold]
+    async fn reroute(&self, req: Request<Body>) -> Result<Response<ResponseBody>, Error> {
+        // A fresh client can be closed again before we use it (close_all racing us);
+        // a few attempts settle that, and the error after them is honest.
+        for _ in 0..3 {
+            let Some(manager) = self.inner.manager() else {
+                return Err(Error::with_detail(
+                    Kind::Closed,
+                    "its manager is gone, so the request cannot be re-routed: get a client \
+                     from a live manager",
+                ));
+            };
+            let fresh = manager.client().await?;
+            if let Some(guard) = fresh.track() {
+                tracing::trace!(from = %self.id(), to = %fresh.id(), "request re-routed");
+                let span = request_span(&req, &Target::of(req.uri())?, &guard);
+                return Dispatch::start(Exchange::new(guard), req, span).await;
+            }
         }
+        Err(Error::with_detail(
+            Kind::Closed,
+            "every client handed out was closed before the request could start",
+        ))
     }
 }
 

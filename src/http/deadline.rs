@@ -124,21 +124,6 @@ impl std::fmt::Debug for Deadline {
     }
 }
 
-/// `fut`, or `Err(())` once `deadline` passes first.
-pub(crate) async fn with_deadline<F: Future>(
-    fut: F,
-    deadline: &mut Deadline,
-) -> Result<F::Output, ()> {
-    let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
-            return Poll::Ready(Ok(out));
-        }
-        deadline.poll_elapsed(cx).map(Err)
-    })
-    .await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,4 @@
-//! [`InRuntime`]: polls a hyper-util future inside its client's runtime, from anywhere.
+//! [`poll_in`]: polls a hyper-util future inside its client's runtime, from anywhere.
 //!
 //! hyper-util's request future opens connections (`TcpStream::connect`, DNS on
 //! `spawn_blocking`) and starts the pool's idle timer from inside its own `poll`, and
@@ -10,42 +10,32 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::runtime::{self, Handle};
+use tokio::runtime::Handle;
 
 use crate::error::{Error, Kind};
 
-/// `fut`, each poll made inside `handle`'s runtime context.
-pub(crate) struct InRuntime<F> {
-    handle: Handle,
-    id: runtime::Id,
-    fut: F,
-}
-
-impl<F: Future + Unpin> InRuntime<F> {
-    pub(crate) fn new(handle: &Handle, fut: F) -> Self {
-        InRuntime {
-            handle: handle.clone(),
-            id: handle.id(),
-            fut,
-        }
-    }
-}
-
-impl<F: Future + Unpin> Future for InRuntime<F> {
-    type Output = Result<F::Output, Error>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        match Handle::try_current() {
-            Ok(current) if current.id() == this.id => Pin::new(&mut this.fut).poll(cx).map(Ok),
-            Err(e) if e.is_thread_local_destroyed() => Poll::Ready(Err(Error::with_detail(
-                Kind::NoRuntime,
-                polled_in_teardown(),
-            ))),
-            _ => {
-                let _entered = this.handle.enter();
-                Pin::new(&mut this.fut).poll(cx).map(Ok)
-            }
+/// Polls `fut` inside `handle`'s runtime context: directly when that runtime is current,
+/// otherwise after entering it. `Err` when no runtime can be entered (the thread is being
+/// torn down).
+///
+/// A function over a borrowed handle rather than a wrapper future: the request's state
+/// already holds the client (and so its handle), and keeping a second `Handle` in every
+/// request future would only make it bigger.
+#[inline]
+pub(crate) fn poll_in<F: Future + Unpin>(
+    handle: &Handle,
+    fut: &mut F,
+    cx: &mut Context<'_>,
+) -> Poll<Result<F::Output, Error>> {
+    match Handle::try_current() {
+        Ok(current) if current.id() == handle.id() => Pin::new(fut).poll(cx).map(Ok),
+        Err(e) if e.is_thread_local_destroyed() => Poll::Ready(Err(Error::with_detail(
+            Kind::NoRuntime,
+            polled_in_teardown(),
+        ))),
+        _ => {
+            let _entered = handle.enter();
+            Pin::new(fut).poll(cx).map(Ok)
         }
     }
 }

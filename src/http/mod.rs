@@ -9,6 +9,7 @@ pub(crate) mod config;
 pub(crate) mod connect;
 pub(crate) mod deadline;
 pub(crate) mod enter;
+pub(crate) mod exchange;
 pub(crate) mod factory;
 pub(crate) mod manager;
 #[cfg(feature = "metrics")]

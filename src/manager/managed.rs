@@ -466,6 +466,24 @@ impl<F: ClientFactory> RequestGuard<F> {
     pub fn client_closed(&self) -> bool {
         self.inner.life.phase() == Phase::Closed
     }
+
+    /// The factory's client this request runs on (kept alive by the guard).
+    #[inline]
+    pub(crate) fn client(&self) -> &F::Client {
+        &self.inner.client
+    }
+
+    /// The id of the client this request runs on.
+    #[inline]
+    pub(crate) fn client_id(&self) -> ClientId {
+        self.inner.id
+    }
+
+    /// The runtime of the client this request runs on.
+    #[inline]
+    pub(crate) fn runtime_id(&self) -> runtime::Id {
+        self.inner.runtime
+    }
 }
 
 impl<F: ClientFactory> Drop for RequestGuard<F> {

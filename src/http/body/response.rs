@@ -3,15 +3,13 @@
 use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
 use crate::error::{Error, Kind};
-use crate::http::connect::Busy;
 use crate::http::deadline::Deadline;
-use crate::http::factory::InFlight;
+use crate::http::exchange::Exchange;
 
 /// A response body: the bytes the server sent, as an [`http_body::Body`].
 ///
@@ -56,25 +54,22 @@ use crate::http::factory::InFlight;
 /// ```
 pub struct ResponseBody {
     incoming: hyper::body::Incoming,
-    in_flight: Option<InFlight>,
-    /// Keeps the client's idle reaper off the connection until the body ends.
-    busy: Option<Busy>,
-    /// The request timeout and its deadline.
-    timeout: Option<(Duration, Deadline)>,
+    /// The request, counted in flight (and busy for the idle reaper) until the body ends.
+    exchange: Option<Exchange>,
+    /// The request timeout's deadline, carried on from the request.
+    deadline: Option<Deadline>,
 }
 
 impl ResponseBody {
     pub(crate) fn new(
         incoming: hyper::body::Incoming,
-        in_flight: InFlight,
-        busy: Option<Busy>,
-        timeout: Option<(Duration, Deadline)>,
+        exchange: Option<Exchange>,
+        deadline: Option<Deadline>,
     ) -> Self {
         let mut body = ResponseBody {
             incoming,
-            in_flight: Some(in_flight),
-            busy,
-            timeout,
+            exchange,
+            deadline,
         };
         if http_body::Body::is_end_stream(&body.incoming) {
             body.finish();
@@ -83,17 +78,16 @@ impl ResponseBody {
     }
 
     /// The request is over: no longer in flight, its deadline and connection released.
-    fn finish(&mut self) -> Option<InFlight> {
-        self.busy = None;
-        self.timeout = None;
-        self.in_flight.take()
+    fn finish(&mut self) -> Option<Exchange> {
+        self.deadline = None;
+        self.exchange.take()
     }
 }
 
 impl fmt::Debug for ResponseBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseBody")
-            .field("in_flight", &self.in_flight.is_some())
+            .field("in_flight", &self.exchange.is_some())
             .finish()
     }
 }
@@ -113,15 +107,16 @@ impl http_body::Body for ResponseBody {
         let res = match Pin::new(&mut this.incoming).poll_frame(cx) {
             Poll::Ready(res) => res,
             Poll::Pending => {
-                let Some((timeout, deadline)) = this.timeout.as_mut() else {
+                let Some(deadline) = this.deadline.as_mut() else {
                     return Poll::Pending;
                 };
                 if deadline.poll_elapsed(cx).is_pending() {
                     return Poll::Pending;
                 }
-                let timeout = *timeout;
-                if let Some(f) = this.finish() {
-                    f.failed();
+                let mut timeout = std::time::Duration::ZERO;
+                if let Some(exchange) = this.finish() {
+                    timeout = exchange.parts().request_timeout.unwrap_or_default();
+                    exchange.failed();
                 }
                 return Poll::Ready(Some(Err(Error::timeout(format!(
                     "request_timeout ({timeout:?}) passed while reading the response body; \
@@ -137,9 +132,9 @@ impl http_body::Body for ResponseBody {
                 Poll::Ready(Some(Ok(frame)))
             }
             Some(Err(e)) => {
-                let cut = this.in_flight.as_ref().is_some_and(InFlight::client_closed);
-                if let Some(f) = this.finish() {
-                    f.failed();
+                let cut = this.exchange.as_ref().is_some_and(Exchange::client_closed);
+                if let Some(exchange) = this.finish() {
+                    exchange.failed();
                 }
                 let err = if cut {
                     Error::cut(e)

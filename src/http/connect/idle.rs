@@ -44,24 +44,33 @@ use crate::http::connect::tracker::{ConnTracker, shutdown_socket};
 use crate::http::timer::{self, TimerKey};
 use crate::manager::Counters;
 
-/// One request of a client in flight, for the idle reaper (see the module docs).
-pub(crate) struct Busy {
-    tracker: Arc<ConnTracker>,
-}
+/// One request of a client in flight, for the idle reaper (see the module docs): a token
+/// handed back to [`ConnTracker::release`] when the request ends. It holds no reference
+/// to the tracker (the request's guard already keeps the client, and its tracker, alive),
+/// so taking one costs two atomics and no reference count.
+#[must_use = "a Busy token must be released, or the client's sockets are never reaped"]
+pub(crate) struct Busy(());
 
 impl ConnTracker {
     /// Counts a request as in flight until the returned guard drops; `None` when idle
     /// connections are not reaped (no timeout, or no pooling).
-    pub(crate) fn busy(self: &Arc<Self>) -> Option<Busy> {
+    pub(crate) fn busy(&self) -> Option<Busy> {
         self.idle_timeout?;
         // SeqCst: invariant 2.
         self.in_use.fetch_add(1, Ordering::SeqCst);
         if self.reaping.load(Ordering::SeqCst) {
             drop(self.state.lock());
         }
-        Some(Busy {
-            tracker: Arc::clone(self),
-        })
+        Some(Busy(()))
+    }
+
+    /// Ends a request counted by [`busy`](Self::busy) on this tracker.
+    pub(crate) fn release(&self, busy: Busy) {
+        let Busy(()) = busy;
+        let since = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        // Before the decrement: a reaper that sees `in_use` at zero sees this time too.
+        self.last_release.fetch_max(since, Ordering::SeqCst);
+        self.in_use.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Schedules a reaper check at `at`, holding the tracker weakly.
@@ -126,16 +135,6 @@ impl ConnTracker {
         }
         drop(st);
         self.reaping.store(false, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        let t = &self.tracker;
-        let since = u64::try_from(t.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        // Before the decrement: a reaper that sees `in_use` at zero sees this time too.
-        t.last_release.fetch_max(since, Ordering::SeqCst);
-        t.in_use.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -257,8 +256,7 @@ mod tests {
             .await
             .expect("client");
         assert_eq!(get(&parts, addr).await.as_deref(), Ok(&b"ok"[..]));
-        let busy = parts.tracker.busy();
-        assert!(busy.is_some());
+        let busy = parts.tracker.busy().expect("reaping is on");
         parts
             .tracker
             .reap_idle_at(Instant::now() + Duration::from_secs(60));
@@ -267,7 +265,7 @@ mod tests {
             1,
             "kept while a request is in flight"
         );
-        drop(busy);
+        parts.tracker.release(busy);
         parts
             .tracker
             .reap_idle_at(Instant::now() + Duration::from_secs(60));

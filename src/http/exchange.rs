@@ -1,0 +1,218 @@
+//! One request in progress on a hyper-util client: [`Exchange`] (what a request holds
+//! until its response body ends) and [`Dispatch`] (the future from hand-off to the
+//! response headers), with the request's `http.request` span.
+//!
+//! The path is shaped for size: every request future is moved by its caller, and past
+//! 256 bytes each move takes memcpy's slow loop. So the request is handed to hyper-util
+//! on the first poll and never carried through nested `async fn` frames, the runtime
+//! handle is borrowed from the client the request's guard already holds, and the
+//! deadline is armed only when the response is not there at the first poll, and then
+//! carried on into the response body rather than armed twice.
+//!
+//! Everything a request observes (method, target, client, runtime at the start; status
+//! or error at the end) goes through [`Dispatch::start`] and [`Dispatch::settle`], so a
+//! per-request observer beside the span has one place to hook in.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::{Request, Response};
+use hyper_util::client::legacy::ResponseFuture;
+use tracing::Span;
+
+use crate::error::{Error, Kind};
+use crate::http::body::request::Body;
+use crate::http::body::response::ResponseBody;
+use crate::http::connect::Busy;
+use crate::http::deadline::Deadline;
+use crate::http::enter::poll_in;
+use crate::http::factory::{HyperParts, InFlight};
+use crate::http::uri::Target;
+use crate::manager::Counters;
+
+/// A request counted in flight (graceful drain) and busy (idle reaper), until dropped.
+pub(crate) struct Exchange {
+    /// Released before `guard` (field order): the reaper's count ends first.
+    busy: Option<Busy>,
+    guard: InFlight,
+}
+
+impl Exchange {
+    /// Counts a request on `guard`'s client: taken before hyper-util can pick a pooled
+    /// connection (see `connect/idle.rs`).
+    #[inline]
+    pub(crate) fn new(guard: InFlight) -> Self {
+        Exchange {
+            busy: guard.client().tracker.busy(),
+            guard,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn parts(&self) -> &HyperParts {
+        self.guard.client()
+    }
+
+    /// Counts the request as failed (it still ends when dropped).
+    pub(crate) fn failed(&self) {
+        Counters::inc(&self.parts().counters.requests_failed);
+    }
+
+    /// Whether the client was closed under the request (a forced close cut it).
+    pub(crate) fn client_closed(&self) -> bool {
+        self.guard.client_closed()
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        if let Some(busy) = self.busy.take() {
+            self.guard.client().tracker.release(busy);
+        }
+    }
+}
+
+/// A request handed to hyper-util, until its response headers arrive: polled inside the
+/// client's runtime from anywhere, under the request timeout, inside its span.
+pub(crate) struct Dispatch {
+    sent: ResponseFuture,
+    /// `None` once the future has completed.
+    exchange: Option<Exchange>,
+    /// Armed on the first `Pending`; handed on to the response body.
+    deadline: Option<Deadline>,
+    span: Span,
+    /// `http.client.request.duration`: recorded at the headers or the error, or as
+    /// cancelled when the request is dropped before either.
+    #[cfg(feature = "metrics")]
+    timer: Option<crate::http::metrics::RequestTimer>,
+}
+
+impl Dispatch {
+    /// Hands `req` to the client `exchange` counts it on; `span` is its
+    /// [`request_span`].
+    pub(crate) fn start(exchange: Exchange, req: Request<Body>, span: Span) -> Self {
+        let parts = exchange.parts();
+        // A timeout too large to add to `now` means no deadline (build() clamps it anyway).
+        let deadline = parts
+            .request_timeout
+            .and_then(|t| Instant::now().checked_add(t))
+            .map(Deadline::new);
+        #[cfg(feature = "metrics")]
+        let timer = Some(crate::http::metrics::RequestTimer::start(parts, &req));
+        let sent = parts.send(req);
+        Dispatch {
+            sent,
+            exchange: Some(exchange),
+            deadline,
+            span,
+            #[cfg(feature = "metrics")]
+            timer,
+        }
+    }
+}
+
+/// Where a request ends before its body: records the outcome on its span (and its
+/// duration, with the `metrics` feature).
+fn settle(
+    span: &Span,
+    #[cfg(feature = "metrics")] timer: &mut Option<crate::http::metrics::RequestTimer>,
+    result: Result<Response<ResponseBody>, Error>,
+) -> Poll<Result<Response<ResponseBody>, Error>> {
+    #[cfg(feature = "metrics")]
+    if let Some(timer) = timer.take() {
+        timer.end(&result);
+    }
+    if !span.is_disabled() {
+        match &result {
+            Ok(resp) => {
+                span.record("http.response.status_code", resp.status().as_u16());
+            }
+            Err(e) => {
+                span.record("error", tracing::field::display(e));
+            }
+        }
+    }
+    Poll::Ready(result)
+}
+
+impl Future for Dispatch {
+    type Output = Result<Response<ResponseBody>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let _entered = this.span.enter();
+        let Some(exchange) = this.exchange.as_ref() else {
+            return Poll::Ready(Err(polled_after_completion()));
+        };
+        let result = match poll_in(&exchange.parts().handle, &mut this.sent, cx) {
+            Poll::Ready(Ok(Ok(resp))) => {
+                let exchange = this.exchange.take();
+                let deadline = this.deadline.take();
+                let resp = resp.map(|b| ResponseBody::new(b, exchange, deadline));
+                return settle(
+                    &this.span,
+                    #[cfg(feature = "metrics")]
+                    &mut this.timer,
+                    Ok(resp),
+                );
+            }
+            Poll::Ready(Ok(Err(e))) => {
+                if exchange.client_closed() {
+                    Error::cut(e)
+                } else {
+                    Error::from_client(e)
+                }
+            }
+            Poll::Ready(Err(e)) => e,
+            Poll::Pending => {
+                let Some(deadline) = this.deadline.as_mut() else {
+                    return Poll::Pending;
+                };
+                if deadline.poll_elapsed(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                let timeout = exchange.parts().request_timeout.unwrap_or_default();
+                Error::timeout(format!(
+                    "request_timeout ({timeout:?}) passed before the response headers arrived; \
+                     raise it with Builder::request_timeout if the server is this slow"
+                ))
+            }
+        };
+        exchange.failed();
+        this.exchange = None;
+        this.deadline = None;
+        settle(
+            &this.span,
+            #[cfg(feature = "metrics")]
+            &mut this.timer,
+            Err(result),
+        )
+    }
+}
+
+/// The `http.request` span of a request to `target` on `guard`'s client: DEBUG, so free
+/// unless a subscriber wants this crate's debug output (the macro checks the level and
+/// the callsite's interest before it evaluates any field).
+#[inline]
+pub(crate) fn request_span(req: &Request<Body>, target: &Target<'_>, guard: &InFlight) -> Span {
+    tracing::debug_span!(
+        "http.request",
+        http.request.method = req.method().as_str(),
+        server.address = target.host,
+        server.port = target.port,
+        client = %guard.client_id(),
+        runtime = %guard.runtime_id(),
+        http.response.status_code = tracing::field::Empty,
+        error = tracing::field::Empty,
+    )
+}
+
+#[cold]
+fn polled_after_completion() -> Error {
+    Error::with_detail(
+        Kind::Request,
+        "the request future was polled after it completed",
+    )
+}
