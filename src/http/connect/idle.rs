@@ -189,13 +189,23 @@ mod tests {
         let req = http::Request::get(format!("http://{addr}/"))
             .body(Body::empty())
             .map_err(|e| e.to_string())?;
-        let resp = parts.send(req).await.map_err(|e| format!("{e:?}"))?;
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(body.to_bytes())
+        // In use until the body is read, as a request through the client is: a reaper
+        // with a 1 ms timeout must not see the request's own socket as idle.
+        let busy = parts.tracker.busy();
+        let got = async {
+            let resp = parts.send(req).await.map_err(|e| format!("{e:?}"))?;
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(body.to_bytes())
+        }
+        .await;
+        if let Some(busy) = busy {
+            parts.tracker.release(busy);
+        }
+        got
     }
 
     /// A reaped connection that hyper-util still holds as idle (its own timeout has not
