@@ -229,6 +229,10 @@ fn a_request_allocates_no_more_than_raw_hyper_util_and_its_span_nothing_when_off
         "{N} requests: raw hyper-util {raw_allocs} allocations; managed: {no_subscriber} \
          without a subscriber, {info} at INFO, {debug} at DEBUG"
     );
+    // With the `metrics` feature each request's duration is recorded under its own
+    // labels (method, server, status: a few small allocations per request), so this
+    // bound holds without it.
+    #[cfg(not(feature = "metrics"))]
     assert!(
         no_subscriber <= raw_allocs,
         "managed requests allocated {no_subscriber} times, raw hyper-util {raw_allocs}"
