@@ -4,9 +4,9 @@
 //! its response headers arrive (or it fails, or the caller drops it before then). It
 //! does not include reading the body: a body can be streamed for as long as the caller
 //! likes, held, or dropped half read, so its end says more about the caller than about
-//! the server; `http.client.active_requests` covers requests until their body ends. This
-//! is where OpenTelemetry's Go `otelhttp` transport and Java's client instrumentations
-//! record the same histogram (the semantic conventions leave the end point open).
+//! the server; `http.client.active_requests` covers requests until their body ends. Go's
+//! `otelhttp` transport records it at the same point, when its round trip returns (the
+//! semantic conventions leave the end point open).
 //!
 //! The attributes are per request (`http.request.method`, `server.address`,
 //! `server.port`, `http.response.status_code` or `error.type`, `rtlocal.manager`), so

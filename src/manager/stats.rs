@@ -149,7 +149,7 @@ impl Counters {
 /// Everything but the request histogram is updated live through those handles (one more
 /// call per update, no key lookup); the histogram's attributes differ per request, so each
 /// sample looks its series up in the recorder. The request duration ends at the response
-/// headers, as OpenTelemetry's Go and Java client instrumentations record it: a body may be
+/// headers, as Go's `otelhttp` transport records it: a body may be
 /// streamed, held or dropped half read for as long as the caller likes, and
 /// `http.client.active_requests` counts the request until its body ends.
 /// `http.client.connection.duration` is not recorded.
