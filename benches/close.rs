@@ -129,9 +129,6 @@ fn main() {
     let runtimes: Vec<tokio::runtime::Runtime> = (0..max).map(|_| idle_runtime()).collect();
     let threads = Threads::start(max);
 
-    let per_runtime_close_all = manager(Sharing::PerRuntime);
-    let per_thread_close_all = manager(Sharing::PerThread);
-
     let mut cases = Vec::new();
     for way in [Way::PerRuntime, Way::PerThread] {
         for op in [Op::CloseAll, Op::Shutdown] {
@@ -140,15 +137,25 @@ fn main() {
             }
         }
     }
-    // One sample: the call's own report of its time (`CloseReport::elapsed`) and the
-    // wall time around it, seen from the calling thread.
+    // `close_all` keeps its manager from sample to sample, one manager per case: a manager
+    // that had also held the larger size's clients would scan its emptied slots too.
+    let sharing = |way| match way {
+        Way::PerRuntime => Sharing::PerRuntime,
+        Way::PerThread => Sharing::PerThread,
+    };
+    let close_all_managers: Vec<Arc<HttpClientManager>> = cases
+        .iter()
+        .map(|&(way, _, _)| manager(sharing(way)))
+        .collect();
+    // One sample: the wall time around the call, seen from the calling thread, and the
+    // CPU time the whole process spent meanwhile (every thread: the caller and the
+    // closer; the idle holders spend none). CPU time barely moves with other load on the
+    // machine, wall time does.
     let sample = |case: usize| -> (Duration, Duration) {
         let (way, op, n) = cases[case];
-        let m = match (way, op) {
-            (Way::PerRuntime, Op::CloseAll) => Arc::clone(&per_runtime_close_all),
-            (Way::PerThread, Op::CloseAll) => Arc::clone(&per_thread_close_all),
-            (Way::PerRuntime, Op::Shutdown) => manager(Sharing::PerRuntime),
-            (Way::PerThread, Op::Shutdown) => manager(Sharing::PerThread),
+        let m = match op {
+            Op::CloseAll => Arc::clone(&close_all_managers[case]),
+            Op::Shutdown => manager(sharing(way)),
         };
         match way {
             Way::PerRuntime => {
@@ -159,6 +166,7 @@ fn main() {
             Way::PerThread => threads.populate(&m, n),
         }
         assert_eq!(m.stats().clients_live, n as u64, "populated");
+        let cpu = process_cpu_time();
         let t = std::time::Instant::now();
         let report = closer.block_on(async {
             match op {
@@ -167,35 +175,52 @@ fn main() {
             }
         });
         let wall = t.elapsed();
+        let cpu = process_cpu_time() - cpu;
         assert_eq!((report.closed, report.forced), (n, 0), "{report}");
-        (report.elapsed, wall)
+        (wall, cpu)
     };
     support::rotate(rounds.min(2), cases.len(), sample);
     let samples = support::rotate(rounds, cases.len(), sample);
 
     println!(
-        "\nclose_all and shutdown: {} interleaved samples each (time per client: median \
-         wall time / clients)",
+        "\nclose_all and shutdown: {} interleaved samples each; per client: median / clients; \
+         vs smaller: per client at this size / at the smaller size (linear: 1.00x)",
         samples[0].len()
     );
     println!(
-        "{:<12} {:<10} {:>8} {:>12} {:>12} {:>12} {:>14} {:>10}",
-        "", "", "clients", "p25", "median", "p75", "per client", "vs smaller"
+        "{:<12} {:<10} {:>7} {:>11} {:>11} {:>11} {:>11} {:>7} {:>11} {:>11} {:>7}",
+        "",
+        "",
+        "clients",
+        "wall p25",
+        "wall med",
+        "wall p75",
+        "per client",
+        "vs smlr",
+        "cpu med",
+        "per client",
+        "vs smlr"
     );
-    let mut previous: Option<f64> = None;
+    let mut previous: Option<(f64, f64)> = None;
     for (case, v) in samples.iter().enumerate() {
         let (way, op, n) = cases[case];
-        let mut wall: Vec<Duration> = v.iter().map(|s| s.1).collect();
-        wall.sort();
-        let median = support::quantile(&wall, 0.5);
-        let per_client = median.as_secs_f64() / n as f64;
-        let ratio = match (n == sizes[0], previous) {
-            (false, Some(p)) => format!("{:.2}x", per_client / p),
+        let sorted = |f: fn(&(Duration, Duration)) -> Duration| {
+            let mut t: Vec<Duration> = v.iter().map(f).collect();
+            t.sort();
+            t
+        };
+        let (wall, cpu) = (sorted(|s| s.0), sorted(|s| s.1));
+        let (wall_med, cpu_med) = (support::quantile(&wall, 0.5), support::quantile(&cpu, 0.5));
+        let per = (
+            wall_med.as_secs_f64() / n as f64,
+            cpu_med.as_secs_f64() / n as f64,
+        );
+        let vs = |now: f64, before: Option<f64>| match (n == sizes[0], before) {
+            (false, Some(b)) => format!("{:.2}x", now / b),
             _ => "-".to_string(),
         };
-        previous = Some(per_client);
         println!(
-            "{:<12} {:<10} {:>8} {:>12.2?} {:>12.2?} {:>12.2?} {:>14} {:>10}",
+            "{:<12} {:<10} {:>7} {:>11.2?} {:>11.2?} {:>11.2?} {:>11} {:>7} {:>11.2?} {:>11} {:>7}",
             match way {
                 Way::PerRuntime => "per-runtime",
                 Way::PerThread => "per-thread",
@@ -206,14 +231,29 @@ fn main() {
             },
             n,
             support::quantile(&wall, 0.25),
-            median,
+            wall_med,
             support::quantile(&wall, 0.75),
-            format!("{:.2} µs", per_client * 1e6),
-            ratio,
+            format!("{:.2} µs", per.0 * 1e6),
+            vs(per.0, previous.map(|p| p.0)),
+            cpu_med,
+            format!("{:.2} µs", per.1 * 1e6),
+            vs(per.1, previous.map(|p| p.1)),
         );
+        previous = Some(per);
     }
-    println!("(vs smaller: time per client at this size / at the smaller size; linear is 1.00x)");
 
     threads.stop();
     drop(runtimes);
+}
+
+/// CPU time of the whole process so far (all threads).
+fn process_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }

@@ -33,7 +33,7 @@ const SIDES: [&str; 3] = ["per-thread", "per-runtime", "raw shared"];
 type Sample = (Duration, u64, Option<u64>);
 
 fn main() {
-    let rounds = support::rounds("multi_thread", 200, 3);
+    let rounds = support::rounds("multi_thread", 200, 2);
     // A server per side: hyper-util finishes a connect it started even when an idle
     // connection served the request first, so a connection can be accepted after its
     // sample ended; with one server per side it is still counted for the right side.

@@ -217,8 +217,9 @@ fn report(samples: &[Vec<(Duration, u64, Option<u64>)>]) {
         "(conns/workload: mean connections the server accepted per workload; rtlocal's own \
          count in brackets)"
     );
-    // What a connection costs here: (b) opens one per request and (d) none, with
-    // everything else alike (no client builds in either).
+    // What a new connection costs here, at most: (b) makes every request on a new
+    // connection (opened and closed) and (d) on a pooled one, with everything else alike
+    // (no client builds in either).
     let conns = |side: usize| {
         samples[side].iter().map(|s| s.1).sum::<u64>() as f64 / samples[side].len() as f64
     };
@@ -227,12 +228,12 @@ fn report(samples: &[Vec<(Duration, u64, Option<u64>)>]) {
         let gap = med(side) - med(4);
         let setup = (conns(side) - conns(4)) * per_conn;
         println!(
-            "{name} vs (d): {} per workload; connection setup ({:.2} more connections at \
-             {:.1?} each, from (b) vs (d)) accounts for {} of it",
+            "{name} vs (d): {} per workload; of it, connection setup is at most {} ({:.2} \
+             more connections, each at most {:.1?}: (b) vs (d) per request)",
             signed(gap),
+            signed(setup),
             conns(side) - conns(4),
             Duration::from_secs_f64(per_conn),
-            signed(setup),
         );
     }
 }
