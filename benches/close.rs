@@ -117,6 +117,8 @@ impl Threads {
 
 fn main() {
     let rounds = support::rounds("close", 20, 2);
+    // Hang guard: about 30 s per round (a normal round takes a small fraction of it).
+    support::watchdog("close", Duration::from_secs(300 + 30 * rounds as u64));
     let smoke = !std::env::args().any(|a| a == "--bench");
     // The smoke run (`cargo test --all-targets`) keeps to small sizes.
     let sizes: Vec<usize> = if smoke {

@@ -34,6 +34,8 @@ type Sample = (Duration, u64, Option<u64>);
 
 fn main() {
     let rounds = support::rounds("multi_thread", 200, 2);
+    // Hang guard: about 1 s per round (a normal round takes a small fraction of it).
+    support::watchdog("multi_thread", Duration::from_secs(120 + rounds as u64));
     // A server per side: hyper-util finishes a connect it started even when an idle
     // connection served the request first, so a connection can be accepted after its
     // sample ended; with one server per side it is still counted for the right side.

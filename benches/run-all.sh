@@ -37,7 +37,8 @@ run() {
   echo
   echo "== $bench ($(load))"
   local t=$SECONDS
-  cargo bench --bench "$bench" -- "$@" > "$logs/$bench.log" 2>&1 || {
+  # A hang guard only: every bench normally takes a few minutes at most.
+  timeout 1800 cargo bench --bench "$bench" -- "$@" > "$logs/$bench.log" 2>&1 || {
     echo "$bench failed:"
     tail -n 30 "$logs/$bench.log"
     exit 1
@@ -52,7 +53,7 @@ grep -E '^[a-z_0-9]+/[^ ]*\s+time:|^\s+time:|^\s+thrpt:|^[a-z_0-9/]+$' "$logs/cl
 # Memory retained per thread slot (a test that measures and prints it).
 echo
 echo "== memory per retired thread slot ($(load))"
-cargo test --test alloc -- --nocapture > "$logs/alloc.log" 2>&1 || {
+timeout 600 cargo test --test alloc -- --nocapture > "$logs/alloc.log" 2>&1 || {
   tail -n 30 "$logs/alloc.log"
   exit 1
 }

@@ -106,6 +106,8 @@ fn worker(side: usize, s: &Setup) {
 
 fn main() {
     let rounds = support::rounds("task_runner", 200, 3);
+    // Hang guard: about 1 s per round (a normal round takes a small fraction of it).
+    support::watchdog("task_runner", Duration::from_secs(120 + rounds as u64));
     let (addr, _server, accepted) = support::counting_server();
     let dedicated_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

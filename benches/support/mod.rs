@@ -127,3 +127,16 @@ pub fn rotate<T>(rounds: usize, sides: usize, mut sample: impl FnMut(usize) -> T
     }
     out
 }
+
+/// Hang guard: ends the process with an error if the bench is still running after
+/// `limit` (a generous bound, far above a normal run; never a measurement).
+pub fn watchdog(bench: &'static str, limit: Duration) {
+    std::thread::Builder::new()
+        .name("watchdog".into())
+        .spawn(move || {
+            std::thread::sleep(limit);
+            eprintln!("{bench}: still running after {limit:?}; a request or close hung");
+            std::process::exit(2);
+        })
+        .expect("watchdog thread");
+}
