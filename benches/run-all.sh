@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates every table of benches/README.md in one run, printing each bench's summary.
-# Run it on a quiet machine: nothing else building or running. About 10 minutes on a
+# Run it on a quiet machine: nothing else building or running. 5-10 minutes on a
 # 2-core machine, plus the build. Output is also kept in target/bench-logs/<bench>.log.
 #
 #   bash benches/run-all.sh            # the README's round counts
