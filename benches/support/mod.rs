@@ -4,6 +4,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -36,6 +38,13 @@ pub fn rounds(bench: &str, measuring: usize, smoke: usize) -> usize {
 /// A keep-alive server on its own runtime (one worker, so the client side gets the
 /// other core), answering every request with a small body.
 pub fn loopback_server() -> (SocketAddr, tokio::runtime::Runtime) {
+    let (addr, rt, _accepted) = counting_server();
+    (addr, rt)
+}
+
+/// [`loopback_server`] that also counts the connections it accepted: the connections a
+/// client opened, for clients that do not count their own (raw hyper-util).
+pub fn counting_server() -> (SocketAddr, tokio::runtime::Runtime, Arc<AtomicU64>) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -45,8 +54,11 @@ pub fn loopback_server() -> (SocketAddr, tokio::runtime::Runtime) {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicU64::new(0));
+    let count = Arc::clone(&accepted);
     rt.spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::Relaxed);
             let _ = stream.set_nodelay(true);
             tokio::spawn(async move {
                 let svc = service_fn(|_req| async {
@@ -60,7 +72,7 @@ pub fn loopback_server() -> (SocketAddr, tokio::runtime::Runtime) {
             });
         }
     });
-    (addr, rt)
+    (addr, rt, accepted)
 }
 
 /// hyper-util configured as rtlocal configures it.
@@ -96,4 +108,35 @@ pub fn current_thread_rt() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("runtime")
+}
+
+/// Quantile `f` (0..=1) of sorted samples.
+pub fn quantile<T: Copy>(sorted: &[T], f: f64) -> T {
+    sorted[((sorted.len() - 1) as f64 * f).round() as usize]
+}
+
+/// Runs `sample(side)` for every side once per round, rotating which side goes first, so
+/// every side sees the same machine noise. Returns each side's samples, in side order.
+pub fn rotate<T>(rounds: usize, sides: usize, mut sample: impl FnMut(usize) -> T) -> Vec<Vec<T>> {
+    let mut out: Vec<Vec<T>> = (0..sides).map(|_| Vec::with_capacity(rounds)).collect();
+    for round in 0..rounds {
+        for k in 0..sides {
+            let side = (round + k) % sides;
+            out[side].push(sample(side));
+        }
+    }
+    out
+}
+
+/// Hang guard: ends the process with an error if the bench is still running after
+/// `limit` (a generous bound, far above a normal run; never a measurement).
+pub fn watchdog(bench: &'static str, limit: Duration) {
+    std::thread::Builder::new()
+        .name("watchdog".into())
+        .spawn(move || {
+            std::thread::sleep(limit);
+            eprintln!("{bench}: still running after {limit:?}; a request or close hung");
+            std::process::exit(2);
+        })
+        .expect("watchdog thread");
 }
