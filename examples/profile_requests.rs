@@ -44,6 +44,12 @@ fn main() {
             .user_agent(None)
             .build()
             .expect("config"),
+        m if m.ends_with("-noidle") => HttpClientManager::builder()
+            .user_agent(None)
+            .request_timeout(None)
+            .pool_idle_timeout(None)
+            .build()
+            .expect("config"),
         _ => HttpClientManager::builder()
             .user_agent(None)
             .request_timeout(None)
@@ -109,7 +115,7 @@ impl Work {
                 }
                 while set.join_next().await.is_some() {}
             }),
-            "raw-churn" | "managed-churn" => {
+            "raw-churn" | "managed-churn" | "managed-churn-noidle" => {
                 for _ in 0..n {
                     let rt = new_runtime();
                     rt.block_on(async {
