@@ -241,8 +241,12 @@ fn close_all_over_four_threads_with_idle_runtimes() {
             assert_ne!(again.id(), c.id());
         }));
     }
+    drop(tx_ready);
     for _ in 0..4 {
-        rx_ready.recv().unwrap();
+        // A hang guard only: a worker whose request failed panics before it is ready.
+        rx_ready
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a worker thread failed before its client was ready");
     }
     assert_eq!(server.wait_open(4), 4);
     let rt = current_thread_rt();
