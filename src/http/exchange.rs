@@ -10,8 +10,8 @@
 //! carried on into the response body rather than armed twice.
 //!
 //! Everything a request observes (method, target, client, runtime at the start; status
-//! or error at the end) goes through [`Dispatch::start`] and [`Dispatch::settle`], so a
-//! per-request observer beside the span has one place to hook in.
+//! or error at the end) goes through [`Dispatch::start`] and `settle`, where the span and
+//! (feature `metrics`) the request timer record it.
 
 use std::future::Future;
 use std::pin::Pin;
