@@ -191,6 +191,18 @@ impl Error {
         Error::with_detail_and_source(Kind::Build, chain_text(&*source), source)
     }
 
+    /// A URI refused before anything was sent, for connectors and factories outside this
+    /// crate: `detail` says what was wrong (mask credentials with
+    /// [`redact`](crate::redact) first). [`is_invalid_uri`](Error::is_invalid_uri) is true.
+    ///
+    /// ```
+    /// let e = rtlocal::Error::invalid_uri("\"grpc://h\" has no http or https scheme");
+    /// assert!(e.is_invalid_uri());
+    /// ```
+    pub fn invalid_uri(detail: impl Into<String>) -> Self {
+        Error::with_detail(Kind::InvalidUri, detail)
+    }
+
     /// `client()` was called outside a tokio runtime.
     pub fn is_no_runtime(&self) -> bool {
         self.inner.kind == Kind::NoRuntime

@@ -336,6 +336,8 @@ mod error;
 mod http;
 #[cfg(not(rtlocal_loom))]
 mod idmap;
+#[cfg(not(rtlocal_loom))]
+pub mod redact;
 // `pub` items here are re-exported to the loom models under `rtlocal_loom`.
 #[allow(unreachable_pub)]
 mod lifecycle;
@@ -366,6 +368,7 @@ mod api {
     pub use crate::http::config::{Builder, Proxy};
     pub use crate::http::manager::HttpClientManager;
     pub use crate::http::service::ResponseFuture;
+    pub use crate::http::uri::Target;
     use crate::manager::runtime;
     pub use crate::manager::{
         ClientFactory, ClientId, CloseReport, Managed, Manager, ManagerBuilder, ManagerReport,

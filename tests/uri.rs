@@ -27,6 +27,8 @@ fn refused(port: u16) -> Vec<(String, String)> {
         ),
         ("http://127.0.0.1:99999/".into(), "port \"99999\"".into()),
         ("http://127.0.0.1:0/".into(), "port \"0\"".into()),
+        ("http://127.0.0.1:/".into(), "port \"\"".into()),
+        ("http://127.0.0.1:http/".into(), "port \"http\"".into()),
         (
             format!("http://127.0.0.1:+{port}/"),
             format!("port \"+{port}\""),
@@ -146,6 +148,35 @@ fn https_without_tls_is_refused_naming_the_feature() {
     assert!(err.is_connect() && !err.is_invalid_uri(), "{err:?}");
     assert!(err.to_string().contains("`rustls` feature"), "{err}");
     assert_eq!(server.accepted(), 0);
+}
+
+/// A string that does not parse never has its password echoed: not in `Display`, not in
+/// `Debug`, not anywhere down the source chain.
+#[tokio::test]
+async fn an_unparsable_uri_never_echoes_its_password() {
+    let manager = HttpClientManager::new();
+    let client = manager.client().await.expect("client");
+    for raw in [
+        "http://admin:hunter2 x@127.0.0.1:1/",
+        "http://admin:hunter2/x y@127.0.0.1:1/",
+        "http://admin:hunter2@127.0.0.1:1/ x",
+    ] {
+        let err = client.get(raw).await.expect_err(raw);
+        assert!(err.is_invalid_uri(), "{raw}: {err:?}");
+        let mut shown = vec![err.to_string(), format!("{err:?}"), format!("{err:#}")];
+        let mut source = std::error::Error::source(&err);
+        while let Some(s) = source {
+            shown.push(s.to_string());
+            source = s.source();
+        }
+        for text in shown {
+            assert!(
+                !text.contains("hunter2"),
+                "{raw}: password echoed in {text:?}"
+            );
+        }
+        assert!(err.to_string().contains("admin:***@"), "{err}");
+    }
 }
 
 /// A string that is not a URI at all names itself and says what to give instead.

@@ -224,7 +224,7 @@ impl Client {
     #[inline]
     fn start(&self, req: Request<Body>) -> Result<State<'_>, Error> {
         // Before anything else: a request never goes anywhere its URI does not say.
-        let target = Target::of(req.uri())?;
+        let target = Target::check(req.uri())?;
         let handle = Handle::try_current().map_err(|_| Error::no_runtime())?;
         if handle.id() == self.inner.runtime_id() {
             if let Some(guard) = self.inner.track() {
@@ -254,7 +254,7 @@ impl Client {
             let fresh = manager.client().await?;
             if let Some(guard) = fresh.track() {
                 tracing::trace!(from = %self.id(), to = %fresh.id(), "request re-routed");
-                let span = request_span(&req, &Target::of(req.uri())?, &guard);
+                let span = request_span(&req, &Target::check(req.uri())?, &guard);
                 return Dispatch::start(Exchange::new(guard), req, span).await;
             }
         }

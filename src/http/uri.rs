@@ -6,17 +6,41 @@
 //! port the URI never named. [`Target::of`] refuses all of that: it runs at request
 //! entry (with the URI as the user wrote it) and again in the connector (defense in
 //! depth), and the connector connects to the [`Target`] it returns, never to a default
-//! it made up.
+//! it made up. It is public so that every connector of the workspace (the integration
+//! crates' too) dials through the same check.
 
 use std::fmt;
 
 use http::Uri;
 
 use crate::error::{Error, Kind};
+use crate::redact::{self, clip};
 
-/// The server a URI names: checked scheme, host and port.
+/// The server a URI names: a checked scheme (`http` or `https`), host and port.
+///
+/// The only way to get one is [`Target::of`], which refuses every URI that does not say
+/// exactly where to connect: a connector that dials a `Target`'s [`host`](Target::host)
+/// and [`port`](Target::port) (or its [`origin`](Target::origin)) cannot reach a port,
+/// scheme or host the URI did not name. Whether `https` is then spoken over TLS is the
+/// connector's business: refuse it when you cannot ([`Target::is_https`]).
+///
+/// ```
+/// use rtlocal::Target;
+///
+/// let uri: http::Uri = "http://127.0.0.1:8080/path".parse().unwrap();
+/// let target = Target::of(&uri)?;
+/// assert_eq!((target.is_https(), target.host(), target.port()), (false, "127.0.0.1", 8080));
+/// assert_eq!(target.origin().to_string(), "http://127.0.0.1:8080/");
+///
+/// // `http` reads an out-of-range port as "no port"; a connector would then dial 80.
+/// let uri: http::Uri = "http://127.0.0.1:99999/".parse().unwrap();
+/// let err = Target::of(&uri).unwrap_err();
+/// assert!(err.is_invalid_uri());
+/// assert!(err.to_string().contains("port \"99999\""));
+/// # Ok::<(), rtlocal::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Target<'a> {
+pub struct Target<'a> {
     pub(crate) https: bool,
     /// As in the URI; IPv6 literals keep their brackets.
     pub(crate) host: &'a str,
@@ -34,7 +58,7 @@ pub(crate) enum UriError {
     NoHost { uri: String },
     /// A scheme other than `http` or `https`.
     Scheme { scheme: String, uri: String },
-    /// A port that is not a number from 1 to 65535.
+    /// A port that is not a number from 1 to 65535, or a colon with no port after it.
     Port { port: String, uri: String },
     /// `user:password@` in the authority.
     UserInfo { uri: String },
@@ -46,10 +70,52 @@ impl<'a> Target<'a> {
     /// Checks `uri` and returns where it points.
     ///
     /// # Errors
-    /// A [`UriError`] naming what is wrong: a relative URI, a missing scheme or host, a
-    /// scheme other than `http`/`https`, a port outside 1..=65535 (or not digits),
-    /// credentials in the URI, or `https` without the `rustls` feature.
-    pub(crate) fn of(uri: &'a Uri) -> Result<Target<'a>, UriError> {
+    /// [`Error::is_invalid_uri`], the message naming what is wrong (credentials masked):
+    /// a relative URI, a missing scheme or host, a scheme other than `http`/`https`, a
+    /// port outside 1..=65535, not digits, or empty (`host:`), or credentials
+    /// (`user:password@`) in the URI, which are refused rather than silently dropped.
+    pub fn of(uri: &'a Uri) -> Result<Target<'a>, Error> {
+        Target::parse(uri).map_err(Error::from)
+    }
+
+    /// Whether the scheme is `https` (TLS is the connector's to set up, or refuse).
+    pub fn is_https(&self) -> bool {
+        self.https
+    }
+
+    /// The host as the URI has it; an IPv6 literal keeps its brackets (`[::1]`).
+    pub fn host(&self) -> &'a str {
+        self.host
+    }
+
+    /// The port: the URI's, or the scheme's default (80, 443) when it names none.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `scheme://host:port/`, the port always explicit: hand this to a connector that
+    /// would otherwise fall back to a default port of its own.
+    pub fn origin(&self) -> Uri {
+        let scheme = if self.https { "https" } else { "http" };
+        // A checked host and port always make a valid URI; `parse` keeps this total.
+        format!("{scheme}://{}:{}/", self.host, self.port)
+            .parse()
+            .unwrap_or_else(|_| Uri::from_static("http://invalid.invalid:1/"))
+    }
+
+    /// [`Target::parse`], and `https` refused when this build has no TLS: the check
+    /// the crate's own client and connector run.
+    pub(crate) fn check(uri: &'a Uri) -> Result<Target<'a>, UriError> {
+        let target = Target::parse(uri)?;
+        if target.https && !cfg!(feature = "rustls") {
+            return Err(UriError::NoTls {
+                uri: redact::uri(uri),
+            });
+        }
+        Ok(target)
+    }
+
+    fn parse(uri: &'a Uri) -> Result<Target<'a>, UriError> {
         let (scheme, authority) = match (uri.scheme_str(), uri.authority()) {
             (None, None) => return Err(UriError::Relative { uri: shown(uri) }),
             (None, Some(_)) => return Err(UriError::NoScheme { uri: shown(uri) }),
@@ -62,7 +128,7 @@ impl<'a> Target<'a> {
             false
         } else {
             return Err(UriError::Scheme {
-                scheme: clip(scheme),
+                scheme: clip(scheme).into_owned(),
                 uri: shown(uri),
             });
         };
@@ -76,8 +142,9 @@ impl<'a> Target<'a> {
             return Err(UriError::NoHost { uri: shown(uri) });
         }
         let port = match port {
-            // `host:` with nothing after the colon means the default port (RFC 3986 §6.2.3).
-            None | Some("") => {
+            // `host:` with nothing after the colon is refused: RFC 3986 reads it as the
+            // default port, but it is more often a port lost in string formatting.
+            None => {
                 if https {
                     443
                 } else {
@@ -85,13 +152,10 @@ impl<'a> Target<'a> {
                 }
             }
             Some(p) => parse_port(p).ok_or_else(|| UriError::Port {
-                port: clip(p),
+                port: clip(p).into_owned(),
                 uri: shown(uri),
             })?,
         };
-        if https && !cfg!(feature = "rustls") {
-            return Err(UriError::NoTls { uri: shown(uri) });
-        }
         Ok(Target { https, host, port })
     }
 
@@ -100,9 +164,9 @@ impl<'a> Target<'a> {
         format!("{}:{}", self.host, self.port)
     }
 
-    /// The host without IPv6 brackets (the TLS server name).
-    #[cfg(feature = "rustls")]
-    pub(crate) fn bare_host(&self) -> &'a str {
+    /// The host without IPv6 brackets (`::1`): the TLS server name, or what a resolver
+    /// takes.
+    pub fn bare_host(&self) -> &'a str {
         self.host
             .strip_prefix('[')
             .and_then(|h| h.strip_suffix(']'))
@@ -149,31 +213,9 @@ fn parse_port(text: &str) -> Option<u16> {
     u16::try_from(port).ok().filter(|&p| p != 0)
 }
 
-/// How much of a URI or scheme an error message repeats.
-const SHOWN: usize = 120;
-
-fn clip(s: &str) -> String {
-    if s.len() <= SHOWN {
-        return s.to_owned();
-    }
-    let mut end = SHOWN;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
-}
-
 /// The URI as an error shows it: credentials masked, long URIs clipped.
 fn shown(uri: &Uri) -> String {
-    let text = uri.to_string();
-    let masked = match uri.authority().map(|a| a.as_str()) {
-        Some(a) if a.contains('@') => {
-            let host = a.rsplit_once('@').map_or(a, |(_, h)| h);
-            text.replacen(a, &format!("***@{host}"), 1)
-        }
-        _ => text,
-    };
-    clip(&masked)
+    redact::uri(uri)
 }
 
 impl fmt::Display for UriError {
@@ -234,7 +276,7 @@ pub(crate) fn unparsable(text: &str, e: http::uri::InvalidUri) -> Error {
         Kind::InvalidUri,
         format!(
             "{:?} does not parse ({e}): give an absolute URI such as http://host:port/path",
-            clip(text)
+            redact::text(text)
         ),
         e,
     )
@@ -246,7 +288,7 @@ mod tests {
 
     fn check(s: &str) -> Result<(bool, String, u16), UriError> {
         let uri: Uri = s.parse().expect("parses");
-        Target::of(&uri).map(|t| (t.https, t.host.to_owned(), t.port))
+        Target::parse(&uri).map(|t| (t.https, t.host.to_owned(), t.port))
     }
 
     #[test]
@@ -256,7 +298,6 @@ mod tests {
             check("HTTP://a:8080/").ok(),
             Some((false, "a".into(), 8080))
         );
-        assert_eq!(check("http://a:/").ok(), Some((false, "a".into(), 80)));
         assert_eq!(check("http://a:080/").ok(), Some((false, "a".into(), 80)));
         assert_eq!(
             check("http://[::1]:65535/").ok(),
@@ -297,6 +338,8 @@ mod tests {
             ("http://a:65536/", "65536"),
             ("http://a:0/", "0"),
             ("http://a:+80/", "+80"),
+            ("http://a:/", ""),
+            ("http://a:x/", "x"),
             ("http://[::1]:99999/", "99999"),
         ] {
             let e = check(s).unwrap_err();

@@ -100,6 +100,29 @@ impl Drop for Registration {
 pub(crate) struct TrackedIo {
     io: TokioIo<TcpStream>,
     _registration: Registration,
+    /// Set for an `https` URI until the first byte is written: that byte must open a TLS
+    /// record (tonic's TLS layer sits above this connector when it is configured).
+    /// Anything else would be the request in cleartext, so the write is refused.
+    expect_tls: bool,
+}
+
+/// The first byte of every TLS record a client sends first: `handshake` (22).
+const TLS_HANDSHAKE: u8 = 0x16;
+
+impl TrackedIo {
+    fn check_first_write(&mut self, first: Option<u8>) -> io::Result<()> {
+        match first {
+            None => Ok(()),
+            Some(TLS_HANDSHAKE) => {
+                self.expect_tls = false;
+                Ok(())
+            }
+            Some(_) => Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                CleartextRefused,
+            )),
+        }
+    }
 }
 
 impl hyper::rt::Read for TrackedIo {
@@ -118,7 +141,11 @@ impl hyper::rt::Write for TrackedIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        if this.expect_tls {
+            this.check_first_write(buf.first().copied())?;
+        }
+        Pin::new(&mut this.io).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -138,7 +165,12 @@ impl hyper::rt::Write for TrackedIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        if this.expect_tls {
+            let first = bufs.iter().find_map(|b| b.first().copied());
+            this.check_first_write(first)?;
+        }
+        Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
     }
 }
 
@@ -168,8 +200,17 @@ impl Service<Uri> for TrackingConnector {
         if self.sockets.is_closed() {
             return Box::pin(std::future::ready(Err(ChannelClosed.into())));
         }
+        // The workspace's one authority check: no port, scheme or host the URI did not
+        // name is dialled (`http` reads `:99999` as "no port", and the HTTP connector
+        // would then dial 80), and credentials in it are refused, not dropped.
+        let target = match rtlocal::Target::of(&uri) {
+            Ok(target) => target,
+            Err(e) => return Box::pin(std::future::ready(Err(e.into()))),
+        };
+        let expect_tls = target.is_https();
         let sockets = Arc::clone(&self.sockets);
-        let connecting = self.http.call(uri);
+        // The checked origin, its port explicit: the connector has nothing to default.
+        let connecting = self.http.call(target.origin());
         Box::pin(async move {
             let io = connecting.await?;
             // A second descriptor for the same socket: `shutdown(2)` on it ends the
@@ -179,6 +220,7 @@ impl Service<Uri> for TrackingConnector {
             Ok(TrackedIo {
                 io,
                 _registration: registration,
+                expect_tls,
             })
         })
     }
@@ -197,3 +239,19 @@ impl fmt::Display for ChannelClosed {
 }
 
 impl StdError for ChannelClosed {}
+
+/// A write refused on an `https` connection because it was not TLS.
+#[derive(Debug)]
+struct CleartextRefused;
+
+impl fmt::Display for CleartextRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "refused to send an https request in cleartext: the endpoint has no TLS \
+             configured (enable one of tonic's TLS features and set \
+             `Endpoint::tls_config`, or use an http:// URI)",
+        )
+    }
+}
+
+impl StdError for CleartextRefused {}

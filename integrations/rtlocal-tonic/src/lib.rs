@@ -130,6 +130,10 @@ pub struct ChannelFactory {
 impl ChannelFactory {
     /// Channels to `endpoint`, dialled with a hyper-util `HttpConnector` (TCP_NODELAY
     /// on, as tonic's own connector sets it).
+    ///
+    /// Every dial goes through [`rtlocal::Target::of`]: an endpoint URI that does not say
+    /// exactly where to connect fails its calls (`Unavailable`) and dials nothing, and an
+    /// `https` endpoint without TLS configured fails rather than send in cleartext.
     pub fn new(endpoint: Endpoint) -> Self {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
@@ -141,9 +145,31 @@ impl ChannelFactory {
     /// Channels to `uri` (`http://host:port`).
     ///
     /// # Errors
-    /// When `uri` is not a valid URI. Nothing connects here.
-    pub fn from_shared(uri: impl Into<String>) -> Result<Self, tonic::transport::Error> {
-        Ok(ChannelFactory::new(Endpoint::from_shared(uri.into())?))
+    /// [`rtlocal::Error::is_invalid_uri`] when `uri` does not parse, or does not say
+    /// exactly where to connect ([`rtlocal::Target::of`]: a scheme other than
+    /// `http`/`https`, a port outside 1..=65535, not digits or empty, credentials in it).
+    /// The message masks credentials. Nothing connects here.
+    ///
+    /// ```
+    /// let err = rtlocal_tonic::ChannelFactory::from_shared("http://127.0.0.1:99999").unwrap_err();
+    /// assert!(err.is_invalid_uri() && err.to_string().contains("99999"));
+    /// ```
+    pub fn from_shared(uri: impl Into<String>) -> Result<Self, rtlocal::Error> {
+        let uri = uri.into();
+        let parsed: http::Uri = uri.parse().map_err(|_| {
+            rtlocal::Error::invalid_uri(format!(
+                "{:?} does not parse as a URI: give one such as http://host:port",
+                rtlocal::redact::text(&uri)
+            ))
+        })?;
+        rtlocal::Target::of(&parsed)?;
+        let endpoint = Endpoint::from_shared(uri).map_err(|e| {
+            rtlocal::Error::invalid_uri(format!(
+                "{:?} is refused by tonic: {e}",
+                rtlocal::redact::uri(&parsed)
+            ))
+        })?;
+        Ok(ChannelFactory::new(endpoint))
     }
 
     /// Dials with `http` instead: its DNS resolver, TCP keepalive, local address, connect
@@ -164,7 +190,7 @@ impl ChannelFactory {
 impl fmt::Debug for ChannelFactory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ChannelFactory")
-            .field("uri", self.endpoint.uri())
+            .field("uri", &rtlocal::redact::uri(self.endpoint.uri()))
             .finish_non_exhaustive()
     }
 }

@@ -17,6 +17,7 @@ use hyper_util::client::proxy::matcher::Matcher;
 use crate::error::Error;
 use crate::http::connect::{ProxyRule, ProxyRules};
 use crate::http::uri::Target;
+use crate::redact;
 
 /// An HTTP proxy for the clients of a manager, set with
 /// [`Builder::proxy`](crate::Builder::proxy).
@@ -296,7 +297,7 @@ fn check_uri(uri: &str) -> Result<(), String> {
     let plain: Uri = format!("http://{host_port}/")
         .parse()
         .map_err(|e| format!("invalid host or port ({e})"))?;
-    Target::of(&plain).map_err(|e| e.to_string())?;
+    Target::check(&plain).map_err(|e| e.to_string())?;
     Ok(())
 }
 
@@ -308,17 +309,9 @@ fn has_userinfo(uri: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// A proxy URI for messages: the password, if any, replaced.
+/// A proxy URI for messages: credentials masked ([`redact::text`], the one path).
 fn redacted(uri: &str) -> String {
-    let Some((before, after)) = uri.rsplit_once('@') else {
-        return uri.to_owned();
-    };
-    let (scheme, userinfo) = match before.split_once("://") {
-        Some((scheme, userinfo)) => (format!("{scheme}://"), userinfo),
-        None => (String::new(), before),
-    };
-    let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-    format!("{scheme}{user}:***@{after}")
+    redact::text(uri)
 }
 
 #[cfg(all(test, not(rtlocal_loom)))]

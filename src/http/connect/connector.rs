@@ -51,7 +51,7 @@ impl tower_service::Service<Uri> for TrackingConnector {
     fn call(&mut self, uri: Uri) -> Connecting {
         // Checked again here, whoever built the request: this connector never guesses a
         // scheme or a port.
-        let target = match Target::of(&uri) {
+        let target = match Target::check(&uri) {
             Ok(t) => t,
             Err(e) => return Box::pin(std::future::ready(Err(BoxError::from(e)))),
         };

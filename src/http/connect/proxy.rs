@@ -108,7 +108,7 @@ impl ProxyRule {
             .clone()
             .or_else(|| intercept.basic_auth().cloned());
         // Checked at build; checked again rather than ever falling back to direct.
-        let via = match Target::of(intercept.uri()) {
+        let via = match Target::check(intercept.uri()) {
             Ok(t) if !t.https => {
                 let host_port = t.host_port();
                 format!("http://{host_port}/")
@@ -178,7 +178,7 @@ impl ProxyRules {
         if req.headers().contains_key(PROXY_AUTHORIZATION) {
             return;
         }
-        let Ok(target) = Target::of(req.uri()) else {
+        let Ok(target) = Target::check(req.uri()) else {
             return; // refused before anything is sent
         };
         if target.https {
