@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Request;
-use http::header::{CONNECTION, HeaderMap, HeaderValue};
+use http::header::{
+    AUTHORIZATION, CONNECTION, COOKIE, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHORIZATION,
+};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client as HyperClient, ResponseFuture};
 use hyper_util::rt::TokioTimer;
@@ -34,7 +36,7 @@ pub(crate) struct HyperParts {
     /// The runtime the client's connections live on.
     pub(crate) handle: Handle,
     pub(crate) tracker: Arc<ConnTracker>,
-    default_headers: Arc<HeaderMap>,
+    pub(crate) default_headers: Arc<HeaderMap>,
     /// Only when some plain `http` request may carry proxy credentials.
     proxy_auth: Option<Arc<ProxyRules>>,
     keep_alive: bool,
@@ -123,15 +125,38 @@ impl ClientFactory for HyperFactory {
     }
 }
 
+/// Marks a request that reached the client through its tower `Service`: layers above
+/// (a redirect policy above all) may have made it, so default *credentials* are not
+/// added to it — a redirect layer strips them on a cross-origin hop, and adding them back
+/// below it would hand them to the other origin. [`DefaultCredentialsLayer`] adds them
+/// above the layers instead.
+///
+/// [`DefaultCredentialsLayer`]: crate::DefaultCredentialsLayer
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BelowLayers;
+
+/// A default header that authenticates: `Authorization`, `Proxy-Authorization`,
+/// `Cookie`, or any value marked [sensitive](HeaderValue::set_sensitive).
+pub(crate) fn is_credential(defaults: &HeaderMap, name: &HeaderName) -> bool {
+    name == AUTHORIZATION
+        || name == PROXY_AUTHORIZATION
+        || name == COOKIE
+        || defaults.get_all(name).iter().any(HeaderValue::is_sensitive)
+}
+
 impl HyperParts {
     /// Hands the request to hyper-util, adding the default headers (and
-    /// `Connection: close` without keep-alive).
+    /// `Connection: close` without keep-alive). Default credentials are not added to a
+    /// request that came through the tower `Service` ([`BelowLayers`]).
     #[inline]
     pub(crate) fn send(&self, mut req: Request<Body>) -> ResponseFuture {
+        // Removing from empty extensions neither allocates nor hashes.
+        let below_layers = req.extensions_mut().remove::<BelowLayers>().is_some();
         if !self.default_headers.is_empty() {
             let headers = req.headers_mut();
             for name in self.default_headers.keys() {
-                if !headers.contains_key(name) {
+                let withheld = below_layers && is_credential(&self.default_headers, name);
+                if !withheld && !headers.contains_key(name) {
                     for value in self.default_headers.get_all(name) {
                         headers.append(name.clone(), value.clone());
                     }

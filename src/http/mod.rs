@@ -7,6 +7,7 @@ pub(crate) mod body;
 pub(crate) mod client;
 pub(crate) mod config;
 pub(crate) mod connect;
+pub(crate) mod credentials;
 pub(crate) mod deadline;
 pub(crate) mod enter;
 pub(crate) mod exchange;

@@ -18,6 +18,7 @@ use crate::error::{BoxError, Error};
 use crate::http::body::request::Body;
 use crate::http::body::response::ResponseBody;
 use crate::http::client::Client;
+use crate::http::factory::BelowLayers;
 
 type Sending = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Error>> + Send>>;
 
@@ -56,6 +57,16 @@ impl fmt::Debug for ResponseFuture {
 /// holds. The request body may be any [`http_body::Body`] of [`Bytes`] (tower-http's
 /// layers keep the caller's body type); a [`Body`] is passed on as it is, other bodies
 /// are boxed once.
+///
+/// # Default headers
+///
+/// Every default header ([`Builder::default_headers`](crate::Builder::default_headers))
+/// is added to a call that does not set it, **except credentials** (`Authorization`,
+/// `Proxy-Authorization`, `Cookie`, values marked sensitive): a layer above may have
+/// made this request — a redirect hop to another origin, whose policy stripped them —
+/// and the client cannot tell. Put
+/// [`Client::default_credentials_layer`] above your redirect layer to send them with
+/// your own requests.
 ///
 /// # Readiness
 ///
@@ -105,6 +116,8 @@ impl fmt::Debug for ResponseFuture {
 /// let client = rtlocal::client().await?;
 /// let http = ServiceBuilder::new()
 ///     .layer(TraceLayer::new_for_http())
+///     // Default credentials above the redirect layer, so its policy can strip them.
+///     .layer(client.default_credentials_layer())
 ///     .layer(FollowRedirectLayer::new())
 ///     .retry(RetryOnce(false))
 ///     .layer(DecompressionLayer::new())
@@ -164,7 +177,10 @@ where
     // The future must be 'static (layers spawn, buffer and retry it): it owns a clone of
     // the handle, one `Arc`.
     let client = client.clone();
-    let req = req.map(into_body);
+    let mut req = req.map(into_body);
+    // Layers above may have made this request (a redirect hop): default credentials are
+    // for `DefaultCredentialsLayer` to add above them, not for the client to add here.
+    req.extensions_mut().insert(BelowLayers);
     ResponseFuture {
         inner: Box::pin(async move { client.request(req).await }),
     }

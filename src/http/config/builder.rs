@@ -255,6 +255,13 @@ impl Builder {
     /// Default is `User-Agent: rtlocal/<version>`. `Content-Length` and
     /// `Transfer-Encoding` are refused by [`build`](Builder::build): they belong to one
     /// request's body.
+    ///
+    /// Credentials among them (`Authorization`, `Proxy-Authorization`, `Cookie`, values
+    /// marked [sensitive](HeaderValue::set_sensitive)) are not added to requests that
+    /// come through the client's tower `Service`, where a redirect layer above could be
+    /// sending them to another origin: stack
+    /// [`Client::default_credentials_layer`](crate::Client::default_credentials_layer)
+    /// above the redirect layer for those.
     pub fn default_headers(mut self, headers: HeaderMap) -> Self {
         let defaults = Arc::make_mut(&mut self.config.default_headers);
         let mut last = None;

@@ -1,0 +1,288 @@
+//! Default credentials never follow a redirect to another origin. With `Authorization`
+//! and `Cookie` in `Builder::default_headers` and tower-http's `FollowRedirectLayer` over
+//! the client, a 302 from the API to another host must not deliver them there — whether
+//! or not the user put `DefaultCredentialsLayer` above the redirect layer. Judged by
+//! what each real server saw.
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use common::HANG_GUARD;
+use http::header::{AUTHORIZATION, COOKIE, LOCATION, USER_AGENT};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use rtlocal::{Body, HttpClientManager};
+use tower::{ServiceBuilder, ServiceExt};
+use tower_http::follow_redirect::FollowRedirectLayer;
+
+const TOKEN: &str = "Bearer s3cret-token";
+const SESSION: &str = "session=s3cret-cookie";
+const CUSTOM: HeaderName = HeaderName::from_static("x-default");
+
+/// What a server saw of one request.
+#[derive(Clone, Debug, Default)]
+struct Seen {
+    path: String,
+    authorization: Option<String>,
+    cookie: Option<String>,
+    custom: Option<String>,
+    user_agent: Option<String>,
+}
+
+/// A hyper server on `ip`: `/cross` → 302 to `cross_to`, `/same` → 302 to `/landing`,
+/// anything else → 200. Records every request's credentials.
+struct Server {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    cross_to: Arc<Mutex<String>>,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Server {
+    fn start(ip: &str) -> Server {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("server runtime");
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind((ip, 0)))
+            .expect("bind a loopback address");
+        let addr = listener.local_addr().expect("local addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let cross_to = Arc::new(Mutex::new(String::new()));
+        let (seen2, cross2) = (Arc::clone(&seen), Arc::clone(&cross_to));
+        rt.spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (seen, cross) = (Arc::clone(&seen2), Arc::clone(&cross2));
+                tokio::spawn(async move {
+                    let svc =
+                        service_fn(move |req| answer(req, Arc::clone(&seen), Arc::clone(&cross)));
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Server {
+            addr,
+            seen,
+            cross_to,
+            rt: Some(rt),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("seen").clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    cross_to: Arc<Mutex<String>>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let header = |name: &HeaderName| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let path = req.uri().path().to_owned();
+    seen.lock().expect("seen").push(Seen {
+        path: path.clone(),
+        authorization: header(&AUTHORIZATION),
+        cookie: header(&COOKIE),
+        custom: header(&CUSTOM),
+        user_agent: header(&USER_AGENT),
+    });
+    let redirect = |to: String| {
+        Response::builder()
+            .status(StatusCode::FOUND)
+            .header(LOCATION, to)
+            .body(Full::new(Bytes::from_static(b"moved")))
+    };
+    let resp = match path.as_str() {
+        "/cross" => redirect(cross_to.lock().expect("cross_to").clone()),
+        "/same" => redirect("/landing".to_owned()),
+        _ => Response::builder().body(Full::new(Bytes::from_static(b"ok"))),
+    };
+    Ok(resp.expect("valid response"))
+}
+
+/// The API on 127.0.0.1, redirecting `/cross` to another host, 127.0.0.2.
+fn servers() -> (Server, Server) {
+    let api = Server::start("127.0.0.1");
+    let other = Server::start("127.0.0.2");
+    *api.cross_to.lock().expect("cross_to") = other.url("/landing");
+    (api, other)
+}
+
+fn manager() -> HttpClientManager {
+    let mut defaults = HeaderMap::new();
+    defaults.insert(AUTHORIZATION, HeaderValue::from_static(TOKEN));
+    defaults.insert(COOKIE, HeaderValue::from_static(SESSION));
+    defaults.insert(CUSTOM, HeaderValue::from_static("plain"));
+    HttpClientManager::builder()
+        .default_headers(defaults)
+        .build()
+        .expect("a manager")
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).expect("a request")
+}
+
+fn run<F: std::future::Future>(fut: F) -> F::Output {
+    common::block_on_guarded(&common::current_thread_rt(), fut)
+}
+
+fn carries_credentials(s: &Seen) -> bool {
+    s.authorization.is_some() || s.cookie.is_some()
+}
+
+/// The recommended stack: the credentials layer above the redirect layer. The API gets
+/// them; the other host gets neither, but still every other default header.
+#[test]
+fn with_the_credentials_layer_the_api_gets_them_and_another_host_never() {
+    let (api, other) = servers();
+    let manager = manager();
+    run(async {
+        let client = manager.client().await.expect("client");
+        let svc = ServiceBuilder::new()
+            .layer(client.default_credentials_layer())
+            .layer(FollowRedirectLayer::new())
+            .service(client);
+        let resp = tokio::time::timeout(HANG_GUARD, svc.oneshot(get(&api.url("/cross"))))
+            .await
+            .expect("hang guard")
+            .expect("redirected response");
+        assert_eq!(resp.status(), StatusCode::OK);
+    });
+    let (api_seen, other_seen) = (api.seen(), other.seen());
+    assert_eq!(api_seen.len(), 1, "{api_seen:?}");
+    assert_eq!(api_seen[0].authorization.as_deref(), Some(TOKEN));
+    assert_eq!(api_seen[0].cookie.as_deref(), Some(SESSION));
+    assert_eq!(
+        other_seen.len(),
+        1,
+        "the redirect was not followed: {other_seen:?}"
+    );
+    assert!(
+        !carries_credentials(&other_seen[0]),
+        "default credentials reached another host: {other_seen:?}"
+    );
+    assert_eq!(other_seen[0].custom.as_deref(), Some("plain"));
+    assert!(other_seen[0].user_agent.is_some(), "{other_seen:?}");
+}
+
+/// The stack without the credentials layer (the shape the README showed before): the
+/// client adds no credentials below the redirect layer, so the other host gets none.
+#[test]
+fn without_the_layer_credentials_are_not_added_back_below_the_redirect() {
+    let (api, other) = servers();
+    let manager = manager();
+    run(async {
+        let client = manager.client().await.expect("client");
+        let svc = ServiceBuilder::new()
+            .layer(FollowRedirectLayer::new())
+            .service(client);
+        let resp = tokio::time::timeout(HANG_GUARD, svc.oneshot(get(&api.url("/cross"))))
+            .await
+            .expect("hang guard")
+            .expect("redirected response");
+        assert_eq!(resp.status(), StatusCode::OK);
+    });
+    let other_seen = other.seen();
+    assert_eq!(other_seen.len(), 1, "{other_seen:?}");
+    assert!(
+        !carries_credentials(&other_seen[0]),
+        "default credentials reached another host: {other_seen:?}"
+    );
+    assert_eq!(api.seen().len(), 1);
+}
+
+/// A same-origin hop keeps them: the user's request would have carried them there.
+#[test]
+fn a_same_origin_redirect_keeps_them() {
+    let (api, _other) = servers();
+    let manager = manager();
+    run(async {
+        let client = manager.client().await.expect("client");
+        let svc = ServiceBuilder::new()
+            .layer(client.default_credentials_layer())
+            .layer(FollowRedirectLayer::new())
+            .service(client);
+        let resp = tokio::time::timeout(HANG_GUARD, svc.oneshot(get(&api.url("/same"))))
+            .await
+            .expect("hang guard")
+            .expect("redirected response");
+        assert_eq!(resp.status(), StatusCode::OK);
+    });
+    let seen = api.seen();
+    let paths: Vec<_> = seen.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(paths, ["/same", "/landing"]);
+    for s in &seen {
+        assert_eq!(s.authorization.as_deref(), Some(TOKEN), "{seen:?}");
+        assert_eq!(s.cookie.as_deref(), Some(SESSION), "{seen:?}");
+    }
+}
+
+/// Direct calls (no layers, nothing follows redirects) carry every default header.
+#[test]
+fn direct_requests_carry_every_default() {
+    let (api, other) = servers();
+    let manager = manager();
+    run(async {
+        let client = manager.client().await.expect("client");
+        let resp = client.get(&api.url("/cross")).await.expect("a response");
+        assert_eq!(resp.status(), StatusCode::FOUND);
+        let resp = client
+            .request(get(&api.url("/x")))
+            .await
+            .expect("a response");
+        assert_eq!(resp.status(), StatusCode::OK);
+    });
+    let seen = api.seen();
+    assert_eq!(seen.len(), 2);
+    for s in &seen {
+        assert_eq!(s.authorization.as_deref(), Some(TOKEN), "{seen:?}");
+        assert_eq!(s.cookie.as_deref(), Some(SESSION), "{seen:?}");
+    }
+    assert!(other.seen().is_empty());
+}
+
+/// The layer never shows a credential's value in `Debug`.
+#[test]
+fn the_layer_names_credentials_but_never_shows_them() {
+    let manager = manager();
+    let shown = run(async {
+        let client = manager.client().await.expect("client");
+        format!("{:?}", client.default_credentials_layer())
+    });
+    assert!(
+        shown.contains("authorization") && shown.contains("cookie"),
+        "{shown}"
+    );
+    assert!(!shown.contains("s3cret"), "{shown}");
+}
