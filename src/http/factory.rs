@@ -17,7 +17,8 @@ use crate::error::Error;
 use crate::http::body::request::Body;
 use crate::http::config::Config;
 use crate::http::connect::{
-    ConnTracker, DnsCache, Limits, ProxyRules, Resolver, TrackingConnector, TrackingExecutor,
+    AttemptTimeouts, ConnTracker, DnsCache, Limits, ProxyRules, Resolver, TrackingConnector,
+    TrackingExecutor,
 };
 use crate::manager::{ClientFactory, Counters, RequestGuard};
 
@@ -80,6 +81,10 @@ impl ClientFactory for HyperFactory {
             proxies: config.proxies.clone(),
             #[cfg(feature = "rustls")]
             tls: config.tls.clone().map(tokio_rustls::TlsConnector::from),
+            timeouts: AttemptTimeouts {
+                connect: config.connect_timeout,
+                request: config.request_timeout,
+            },
         };
         let exec = TrackingExecutor {
             handle: handle.clone(),

@@ -122,9 +122,18 @@ impl Builder {
         self
     }
 
-    /// Deadline for establishing a TCP connection, to the origin or to a proxy (the TLS
-    /// handshake and a proxy's `CONNECT` are bounded by the request timeout). A connect that overruns fails with both
-    /// [`Error::is_connect`](crate::Error::is_connect) and [`Error::is_timeout`](crate::Error::is_timeout). `None` waits as long as the OS.
+    /// Deadline for each step of establishing a connection: DNS and the TCP connect (to
+    /// the origin or to a proxy), and the TLS handshake. A proxy's `CONNECT` is bounded
+    /// by the [request timeout](Builder::request_timeout) from the attempt's start (by
+    /// this one when that is off): the proxy connects on to the origin inside it. A
+    /// connect that overruns fails with both
+    /// [`Error::is_connect`](crate::Error::is_connect) and
+    /// [`Error::is_timeout`](crate::Error::is_timeout). `None` waits as long as the OS.
+    ///
+    /// These deadlines belong to the attempt, not to the request that started it: when a
+    /// pooled connection serves the request first and the attempt goes on in the
+    /// background, a `CONNECT` or TLS handshake still running at its deadline has its
+    /// socket shut down on the wire at once, even while the runtime idles.
     ///
     /// Default is 10 seconds. At least 1 ms ([`build`](Builder::build) rejects less);
     /// ten years or more (e.g. `Duration::MAX`) means `None`.

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use http::Uri;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -22,6 +23,7 @@ use crate::http::connect::stream::Conn;
 #[cfg(feature = "rustls")]
 use crate::http::connect::tls;
 use crate::http::connect::tracker::ConnTracker;
+use crate::http::deadline::Deadline;
 use crate::http::uri::Target;
 
 /// hyper-util's HTTP connector (over our resolver), with connection limits, every socket
@@ -35,6 +37,85 @@ pub(crate) struct TrackingConnector {
     pub(crate) proxies: Option<Arc<ProxyRules>>,
     #[cfg(feature = "rustls")]
     pub(crate) tls: Option<tokio_rustls::TlsConnector>,
+    /// The deadlines every connection attempt carries (see [`AttemptTimeouts`]).
+    pub(crate) timeouts: AttemptTimeouts,
+}
+
+/// The deadlines of one connection attempt, each holding whether or not the request
+/// that started the attempt still waits for it (hyper-util moves a connect into the
+/// background when a pooled connection serves its request first):
+///
+/// * DNS and the TCP connect, to the origin or a proxy: `connect_timeout`;
+/// * a proxy's `CONNECT`: `request_timeout` from the attempt's start (the proxy connects
+///   on to the origin inside it);
+/// * the TLS handshake: `connect_timeout` from its start, and never past the
+///   `CONNECT`'s bound.
+///
+/// When the `CONNECT` or the handshake runs out of time, its socket is shut down on the
+/// wire at once — by a timer job, so even while the runtime idles — and the attempt
+/// fails with a connect timeout. Without a `request_timeout`, the `CONNECT` is bounded by
+/// `connect_timeout` instead; with neither, nothing is.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct AttemptTimeouts {
+    pub(crate) connect: Option<Duration>,
+    pub(crate) request: Option<Duration>,
+}
+
+impl AttemptTimeouts {
+    fn after(start: Instant, d: Option<Duration>) -> Option<Instant> {
+        d.and_then(|d| start.checked_add(d))
+    }
+
+    /// DNS and TCP, from `start`.
+    fn connect(&self, start: Instant) -> Option<Instant> {
+        Self::after(start, self.connect)
+    }
+
+    /// The whole attempt through a proxy, from `start`.
+    fn tunnel(&self, start: Instant) -> Option<Instant> {
+        Self::after(start, self.request.or(self.connect))
+    }
+
+    /// A TLS handshake starting now, within the attempt's bound `outer`.
+    #[cfg(feature = "rustls")]
+    fn handshake(&self, outer: Option<Instant>) -> Option<Instant> {
+        earliest(Self::after(Instant::now(), self.connect), outer)
+    }
+}
+
+#[cfg(feature = "rustls")]
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// `fut`, failed with a connect timeout naming `what` once `deadline` passes.
+async fn bounded<T>(
+    deadline: Option<Instant>,
+    what: impl FnOnce() -> String,
+    fut: impl Future<Output = Result<T, BoxError>>,
+) -> Result<T, BoxError> {
+    let Some(at) = deadline else {
+        return fut.await;
+    };
+    let mut fut = std::pin::pin!(fut);
+    let mut deadline = Deadline::new(at);
+    let timed_out = std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        deadline.poll_elapsed(cx).map(|()| None)
+    })
+    .await;
+    match timed_out {
+        Some(out) => out,
+        None => Err(Box::new(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("{} did not finish before its deadline", what()),
+        ))),
+    }
 }
 
 type Connecting = Pin<Box<dyn Future<Output = Result<TokioIo<Conn>, BoxError>> + Send>>;
@@ -64,11 +145,14 @@ impl tower_service::Service<Uri> for TrackingConnector {
         };
         // The proxy (if any) is chosen for the checked destination.
         let via = self.proxies.as_ref().and_then(|p| p.route(&dst));
+        let started = Instant::now();
+        let timeouts = self.timeouts;
         let mut open = OpenTcp {
             http: self.http.clone(),
             tracker: Arc::clone(&self.tracker),
             permits: None,
             peer: host_port.clone(),
+            arm: None,
         };
         let limits = Arc::clone(&self.limits);
         #[cfg(feature = "rustls")]
@@ -101,21 +185,59 @@ impl tower_service::Service<Uri> for TrackingConnector {
             })
             .await?;
             open.permits = Some(permits);
+            // Waiting for a permit is not part of the attempt: its deadlines start here.
+            let started = started.max(Instant::now());
+            let connect_by = timeouts.connect(started);
+            let mut outer = connect_by;
             let tcp = match via {
-                None => open.open(dst).await?,
+                None => {
+                    bounded(
+                        connect_by,
+                        || format!("connecting to {host_port}"),
+                        open.open(dst),
+                    )
+                    .await?
+                }
                 // https: CONNECT, then TLS to the origin below, never cleartext.
-                Some(via) if https => proxy::tunnel(via, open, dst, &host_port).await?,
+                Some(via) if https => {
+                    outer = timeouts.tunnel(started);
+                    // The socket to the proxy is shut down at `outer` by the timer, should
+                    // nothing poll the CONNECT by then.
+                    open.arm = outer;
+                    let tcp = bounded(
+                        outer,
+                        || format!("CONNECT through the proxy for {host_port}"),
+                        proxy::tunnel(via, open, dst, &host_port),
+                    )
+                    .await?;
+                    tcp.disarm_attempt();
+                    tcp
+                }
                 Some(via) => {
-                    let tcp = proxy::forward(&via, open, &host_port).await?;
+                    let tcp = bounded(
+                        connect_by,
+                        || format!("connecting to the proxy for {host_port}"),
+                        proxy::forward(&via, open, &host_port),
+                    )
+                    .await?;
                     return Ok(TokioIo::new(Conn::Proxied(tcp)));
                 }
             };
             #[cfg(feature = "rustls")]
             if https {
-                return tls::handshake(tls, server_name, tcp)
-                    .await
-                    .map(TokioIo::new);
+                let by = timeouts.handshake(outer);
+                tcp.arm_attempt(by);
+                let conn = bounded(
+                    by,
+                    || format!("the TLS handshake with {host_port}"),
+                    tls::handshake(tls, server_name, tcp),
+                )
+                .await?;
+                conn.disarm_attempt();
+                return Ok(TokioIo::new(conn));
             }
+            #[cfg(not(feature = "rustls"))]
+            let _ = outer;
             Ok(TokioIo::new(Conn::Plain(tcp)))
         })
     }
@@ -145,6 +267,9 @@ pub(crate) struct OpenTcp {
     permits: Option<Permits>,
     /// Where the connection goes, for errors.
     pub(super) peer: String,
+    /// The deadline of what runs on the socket once it is open (a `CONNECT`): see
+    /// [`ConnTracker::arm_attempt`].
+    pub(super) arm: Option<Instant>,
 }
 
 impl OpenTcp {
@@ -161,7 +286,9 @@ impl OpenTcp {
                 peer: self.peer,
                 source: e.into(),
             })?;
-        self.tracker.register(io.into_inner(), permits)
+        let tcp = self.tracker.register(io.into_inner(), permits)?;
+        tcp.arm_attempt(self.arm);
+        Ok(tcp)
     }
 }
 
@@ -181,6 +308,7 @@ impl tower_service::Service<Uri> for OpenTcp {
             tracker: Arc::clone(&self.tracker),
             permits: self.permits.take(),
             peer: self.peer.clone(),
+            arm: self.arm,
         };
         Box::pin(async move { open.open(addr).await.map(TokioIo::new) })
     }
@@ -225,6 +353,7 @@ mod tests {
             proxies: None,
             #[cfg(feature = "rustls")]
             tls: None,
+            timeouts: AttemptTimeouts::default(),
         }
     }
 

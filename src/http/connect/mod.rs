@@ -23,7 +23,7 @@ mod stream;
 mod tls;
 mod tracker;
 
-pub(crate) use connector::TrackingConnector;
+pub(crate) use connector::{AttemptTimeouts, TrackingConnector};
 pub(crate) use dns::{DnsCache, Resolver};
 pub(crate) use executor::TrackingExecutor;
 pub(crate) use idle::Busy;

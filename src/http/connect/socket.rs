@@ -84,6 +84,20 @@ impl TrackedTcp {
     }
 }
 
+impl TrackedTcp {
+    /// See [`ConnTracker::arm_attempt`]; `None` arms nothing.
+    pub(super) fn arm_attempt(&self, at: Option<std::time::Instant>) {
+        if let Some(at) = at {
+            self.tracker.arm_attempt(self.id, at);
+        }
+    }
+
+    /// See [`ConnTracker::disarm_attempt`].
+    pub(super) fn disarm_attempt(&self) {
+        self.tracker.disarm_attempt(self.id);
+    }
+}
+
 impl Drop for TrackedTcp {
     fn drop(&mut self) {
         // Before `stream` (and its fd) is dropped: see the module docs. A socket that

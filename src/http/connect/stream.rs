@@ -19,6 +19,17 @@ pub(crate) enum Conn {
     Tls(Box<tokio_rustls::client::TlsStream<TrackedTcp>>),
 }
 
+impl Conn {
+    /// The attempt that opened this connection is over: its deadline is lifted.
+    #[cfg(feature = "rustls")]
+    pub(super) fn disarm_attempt(&self) {
+        match self {
+            Conn::Plain(tcp) | Conn::Proxied(tcp) => tcp.disarm_attempt(),
+            Conn::Tls(s) => s.get_ref().0.disarm_attempt(),
+        }
+    }
+}
+
 impl Connection for Conn {
     fn connected(&self) -> Connected {
         match self {

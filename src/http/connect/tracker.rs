@@ -60,6 +60,10 @@ pub(super) struct Socket {
     pub(super) opened: Instant,
     /// Shared with the [`TrackedTcp`]: reaped, handed over by an upgrade.
     pub(super) state: Arc<SocketState>,
+    /// The deadline of the connection attempt still running on this socket (a `CONNECT`,
+    /// a TLS handshake): a job that shuts the socket down then, whether or not anything
+    /// polls the attempt. See [`ConnTracker::arm_attempt`].
+    pub(super) attempt: Option<TimerKey>,
 }
 
 impl ConnTracker {
@@ -132,6 +136,7 @@ impl ConnTracker {
                 raw,
                 opened,
                 state: Arc::clone(&state),
+                attempt: None,
             },
         );
         if let Some(timeout) = self.idle_timeout {
@@ -154,7 +159,60 @@ impl ConnTracker {
     /// Drops a socket's entry (its stream is being dropped); whether it was still
     /// counted open (a close or the reaper may have shut it down and uncounted it).
     pub(super) fn forget_socket(&self, id: u64) -> bool {
-        self.state.lock().sockets.remove(&id).is_some()
+        let removed = self.state.lock().sockets.remove(&id);
+        match removed {
+            Some(socket) => {
+                if let Some(key) = socket.attempt {
+                    timer::cancel(&key);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Bounds the connection attempt running on socket `id` (a proxy's `CONNECT`, a TLS
+    /// handshake): at `at` the socket is shut down on the wire and uncounted, unless
+    /// [`disarm_attempt`](ConnTracker::disarm_attempt) came first. The job runs on the
+    /// timer thread, so the deadline holds when nothing polls the attempt any more (a
+    /// connect whose request was served by a pooled connection goes on in the
+    /// background) and while the runtime idles.
+    pub(super) fn arm_attempt(self: &Arc<Self>, id: u64, at: Instant) {
+        let mut st = self.state.lock();
+        let Some(socket) = st.sockets.get_mut(&id) else {
+            return;
+        };
+        let tracker = Arc::clone(self);
+        // Scheduled under the tracker's lock (lock order: tracker, then the timer queue;
+        // the timer runs jobs outside its own lock): a job already due waits for this
+        // lock and then finds its key stored.
+        let key = timer::schedule(at, move || tracker.expire_attempt(id));
+        if let Some(old) = std::mem::replace(&mut socket.attempt, key) {
+            timer::cancel(&old);
+        }
+    }
+
+    /// The attempt on socket `id` finished in time: its deadline no longer applies.
+    pub(super) fn disarm_attempt(&self, id: u64) {
+        let mut st = self.state.lock();
+        if let Some(key) = st.sockets.get_mut(&id).and_then(|s| s.attempt.take()) {
+            timer::cancel(&key);
+        }
+    }
+
+    /// The timer job of [`arm_attempt`](ConnTracker::arm_attempt).
+    fn expire_attempt(&self, id: u64) {
+        let mut st = self.state.lock();
+        let armed = st.sockets.get(&id).is_some_and(|s| s.attempt.is_some());
+        if !armed {
+            return; // disarmed, or the socket is gone, in the meantime
+        }
+        if let Some(socket) = st.sockets.remove(&id) {
+            shutdown_socket(socket.raw);
+            Counters::dec(&self.counters.connections_open);
+        }
+        drop(st);
+        tracing::debug!("a connection attempt ran past its deadline: its socket was shut down");
     }
 
     /// Refuses new connections and tasks, shuts every socket down on the wire and
@@ -165,6 +223,9 @@ impl ConnTracker {
             st.closed = true;
             for (_, socket) in st.sockets.drain() {
                 shutdown_socket(socket.raw);
+                if let Some(key) = socket.attempt {
+                    timer::cancel(&key);
+                }
                 Counters::dec(&self.counters.connections_open);
             }
             if let Some(key) = st.reaper.take() {
