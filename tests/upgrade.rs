@@ -288,3 +288,33 @@ fn the_idle_reaper_leaves_an_upgraded_connection_alone() {
         assert_eq!(server.open(), 1);
     });
 }
+
+/// An upgraded connection kept by the application outlives its runtime: the runtime's
+/// teardown shuts it down on the wire and uncounts it (it is registered with a reactor
+/// that is gone, so no use to anyone), and a later `shutdown` finds nothing left open.
+#[test]
+fn an_upgraded_connection_whose_runtime_was_dropped_is_shut_and_uncounted() {
+    let server = EchoServer::start();
+    let manager = HttpClientManager::new();
+    let rt = common::current_thread_rt();
+    let io = common::block_on_guarded(&rt, async {
+        let mut io = upgrade(&manager, &server.url(), false).await;
+        round_trip(&mut io, b"before the runtime goes").await;
+        io
+    });
+    assert_eq!(manager.stats().connections_open, 1);
+    assert_eq!(server.open(), 1);
+    drop(rt); // the application still holds `io`
+    assert_eq!(
+        settle_within(HANG_GUARD, 0, || server.open()),
+        0,
+        "the server still sees the upgraded connection of a dropped runtime"
+    );
+    assert_eq!(manager.stats().connections_open, 0, "{:?}", manager.stats());
+    let report = run(manager.shutdown(Duration::from_secs(5)));
+    assert_eq!(report.forced, 0, "{report}");
+    assert_eq!(report.not_closed_on_wire, 0, "{report}");
+    drop(io);
+    assert_eq!(manager.stats().connections_open, 0, "counted out twice");
+    assert_eq!(server.ended(), 1);
+}

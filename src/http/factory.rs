@@ -125,8 +125,9 @@ impl ClientFactory for HyperFactory {
     }
 
     fn release(&self, client: &HyperParts) {
-        // The runtime is dropping the connection tasks, and their sockets with them.
-        client.tracker.refuse_new();
+        // The runtime is dropping the connection tasks; sockets that outlive them (an
+        // upgraded connection the application holds) are shut down here.
+        client.tracker.runtime_gone();
     }
 }
 

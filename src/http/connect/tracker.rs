@@ -239,10 +239,25 @@ impl ConnTracker {
         }
     }
 
-    /// Refuses new connections and tasks, and nothing else: for a runtime teardown, where
-    /// the runtime itself is dropping every connection task (closing their sockets).
-    pub(crate) fn refuse_new(&self) {
-        self.state.lock().closed = true;
+    /// For a runtime teardown: refuses new connections and tasks, and shuts down (and
+    /// uncounts) every socket still registered. The runtime itself is dropping every
+    /// connection task, and with them most sockets; what outlives it is a socket the
+    /// application holds — an upgraded connection (`101`, `CONNECT`) — registered with a
+    /// reactor that is gone, so unusable: its peer sees it end now rather than whenever
+    /// the application drops it. The tasks are left to the teardown.
+    pub(crate) fn runtime_gone(&self) {
+        let mut st = self.state.lock();
+        st.closed = true;
+        for (_, socket) in st.sockets.drain() {
+            shutdown_socket(socket.raw);
+            if let Some(key) = socket.attempt {
+                timer::cancel(&key);
+            }
+            Counters::dec(&self.counters.connections_open);
+        }
+        if let Some(key) = st.reaper.take() {
+            timer::cancel(&key);
+        }
     }
 
     pub(crate) fn open_sockets(&self) -> usize {
