@@ -6,8 +6,10 @@
 //! A new message cannot forget: there is no other helper that formats a URI.
 
 use std::borrow::Cow;
+use std::fmt;
 
-use http::Uri;
+use http::header::{AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION, SET_COOKIE};
+use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 
 /// How much of a URI a message repeats: longer ones are clipped (with `…`).
 const SHOWN: usize = 120;
@@ -15,20 +17,19 @@ const SHOWN: usize = 120;
 /// A parsed URI for messages: its userinfo masked (`user:***@host`, or `***@host` when
 /// there is no `:`), clipped to 120 characters.
 ///
+/// A URI with an `@` after its authority is masked up to that `@` too: in
+/// `http://admin:pass/word@host/` the parser sees host `admin`, port `pass` and a path,
+/// but the user meant a password. That may hide part of a path with an `@` in it
+/// (`/@scope/pkg`) in a message; it never shows a password.
+///
 /// ```
 /// let uri: http::Uri = "http://admin:hunter2@example.com/x".parse().unwrap();
 /// assert_eq!(rtlocal::redact::uri(&uri), "http://admin:***@example.com/x");
+/// let uri: http::Uri = "http://admin:hunter2/x@example.com/".parse().unwrap();
+/// assert_eq!(rtlocal::redact::uri(&uri), "http://admin:***@example.com/");
 /// ```
 pub fn uri(uri: &Uri) -> String {
-    let text = uri.to_string();
-    let masked = match uri.authority().map(|a| a.as_str()) {
-        Some(a) if a.contains('@') => {
-            let (userinfo, host) = a.rsplit_once('@').unwrap_or(("", a));
-            text.replacen(a, &format!("{}@{host}", mask_userinfo(userinfo)), 1)
-        }
-        _ => text,
-    };
-    clip(&masked).into_owned()
+    text(&uri.to_string())
 }
 
 /// Any text that was meant as a URI — one that parses or not, a proxy setting, an
@@ -71,6 +72,47 @@ fn mask_userinfo(userinfo: &str) -> String {
     }
 }
 
+/// Whether a header carries a secret: `Authorization`, `Proxy-Authorization`, `Cookie`,
+/// `Set-Cookie`, or a value marked [sensitive](HeaderValue::set_sensitive).
+pub fn is_secret_header(name: &HeaderName, value: &HeaderValue) -> bool {
+    name == AUTHORIZATION
+        || name == PROXY_AUTHORIZATION
+        || name == COOKIE
+        || name == SET_COOKIE
+        || value.is_sensitive()
+}
+
+/// Headers for `Debug` output: every name, the values of secret ones
+/// ([`is_secret_header`]) shown as `***`.
+///
+/// ```
+/// let mut headers = http::HeaderMap::new();
+/// headers.insert("authorization", "Bearer s3cret".parse().unwrap());
+/// headers.insert("accept", "text/plain".parse().unwrap());
+/// let shown = format!("{:?}", rtlocal::redact::headers(&headers));
+/// assert!(shown.contains("\"authorization\": \"***\"") && shown.contains("text/plain"));
+/// assert!(!shown.contains("s3cret"));
+/// ```
+pub fn headers(headers: &HeaderMap) -> impl fmt::Debug + '_ {
+    Headers(headers)
+}
+
+struct Headers<'a>(&'a HeaderMap);
+
+impl fmt::Debug for Headers<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut map = f.debug_map();
+        for (name, value) in self.0 {
+            if is_secret_header(name, value) {
+                map.entry(&name.as_str(), &"***");
+            } else {
+                map.entry(&name.as_str(), value);
+            }
+        }
+        map.finish()
+    }
+}
+
 /// `s` clipped to [`SHOWN`] bytes on a character boundary, with `…` when cut.
 pub(crate) fn clip(s: &str) -> Cow<'_, str> {
     if s.len() <= SHOWN {
@@ -94,7 +136,9 @@ mod tests {
         let u: Uri = "http://tok3n@h/".parse().expect("parses");
         assert_eq!(uri(&u), "http://***@h/");
         let u: Uri = "http://h/a@b".parse().expect("parses");
-        assert_eq!(uri(&u), "http://h/a@b");
+        assert_eq!(uri(&u), "http://***@b");
+        let u: Uri = "http://h/a?b=1".parse().expect("parses");
+        assert_eq!(uri(&u), "http://h/a?b=1");
     }
 
     #[test]

@@ -5,9 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Request;
-use http::header::{
-    AUTHORIZATION, CONNECTION, COOKIE, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHORIZATION,
-};
+use http::header::{CONNECTION, HeaderMap, HeaderName, HeaderValue};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client as HyperClient, ResponseFuture};
 use hyper_util::rt::TokioTimer;
@@ -21,6 +19,7 @@ use crate::http::connect::{
     TrackingExecutor,
 };
 use crate::manager::{ClientFactory, Counters, RequestGuard};
+use crate::redact;
 
 /// Builds the hyper-util clients of an [`HttpClientManager`](crate::HttpClientManager):
 /// one validated [`Config`] for all of them, one DNS cache shared by all of them.
@@ -141,13 +140,12 @@ impl ClientFactory for HyperFactory {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BelowLayers;
 
-/// A default header that authenticates: `Authorization`, `Proxy-Authorization`,
-/// `Cookie`, or any value marked [sensitive](HeaderValue::set_sensitive).
+/// A default header that authenticates (see [`redact::is_secret_header`]).
 pub(crate) fn is_credential(defaults: &HeaderMap, name: &HeaderName) -> bool {
-    name == AUTHORIZATION
-        || name == PROXY_AUTHORIZATION
-        || name == COOKIE
-        || defaults.get_all(name).iter().any(HeaderValue::is_sensitive)
+    defaults
+        .get_all(name)
+        .iter()
+        .any(|value| redact::is_secret_header(name, value))
 }
 
 impl HyperParts {

@@ -128,7 +128,7 @@ impl<'a> Target<'a> {
             false
         } else {
             return Err(UriError::Scheme {
-                scheme: clip(scheme).into_owned(),
+                scheme: fragment(uri, scheme),
                 uri: shown(uri),
             });
         };
@@ -152,7 +152,7 @@ impl<'a> Target<'a> {
                 }
             }
             Some(p) => parse_port(p).ok_or_else(|| UriError::Port {
-                port: clip(p).into_owned(),
+                port: fragment(uri, p),
                 uri: shown(uri),
             })?,
         };
@@ -216,6 +216,17 @@ fn parse_port(text: &str) -> Option<u16> {
 /// The URI as an error shows it: credentials masked, long URIs clipped.
 fn shown(uri: &Uri) -> String {
     redact::uri(uri)
+}
+
+/// A piece of the URI (a port, a scheme) for an error: hidden when the URI has an `@`
+/// anywhere, where the piece may be part of a password (`http://u:pass/x@host/` parses
+/// with the port `pass`).
+fn fragment(uri: &Uri, piece: &str) -> String {
+    let text = uri.to_string();
+    match text.split_once("://") {
+        Some((_, rest)) if rest.contains('@') => "***".to_owned(),
+        _ => clip(piece).into_owned(),
+    }
 }
 
 impl fmt::Display for UriError {

@@ -1,5 +1,6 @@
 //! [`Config`]: the resolved settings, and the bounds every setting is held to.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -7,9 +8,11 @@ use http::header::{HeaderMap, HeaderValue, USER_AGENT};
 
 use crate::http::connect::ProxyRules;
 use crate::manager::{Options, Sharing};
+use crate::redact;
 
-/// The resolved settings, shared by every client of one manager.
-#[derive(Clone, Debug)]
+/// The resolved settings, shared by every client of one manager. `Debug` by hand:
+/// default headers go through [`redact::headers`].
+#[derive(Clone)]
 pub(crate) struct Config {
     /// What reports and metrics call the manager; `None`: `"http"`.
     pub(crate) name: Option<Arc<str>>,
@@ -88,4 +91,29 @@ pub(crate) const UNLIMITED: usize = tokio::sync::Semaphore::MAX_PERMITS;
 
 fn default_user_agent() -> HeaderValue {
     HeaderValue::from_static(concat!("rtlocal/", env!("CARGO_PKG_VERSION")))
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Config");
+        d.field("name", &self.name)
+            .field("close_timeout", &self.close_timeout)
+            .field("sharing", &self.sharing)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("pool_idle_timeout", &self.pool_idle_timeout)
+            .field("pool_max_idle_per_host", &self.pool_max_idle_per_host)
+            .field("max_connections", &self.max_connections)
+            .field("max_connections_per_host", &self.max_connections_per_host)
+            .field("keep_alive", &self.keep_alive)
+            .field("tcp_nodelay", &self.tcp_nodelay)
+            .field("dns_cache_ttl", &self.dns_cache_ttl)
+            .field("http2_prior_knowledge", &self.http2_prior_knowledge)
+            .field("http1_only", &self.http1_only)
+            .field("default_headers", &redact::headers(&self.default_headers))
+            .field("proxies", &self.proxies);
+        #[cfg(feature = "rustls")]
+        d.field("tls", &self.tls.is_some());
+        d.finish()
+    }
 }
