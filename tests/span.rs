@@ -116,7 +116,11 @@ fn a_request_has_one_span_with_its_method_server_client_runtime_and_status() {
     assert_eq!(field(span, "client"), client.id().to_string());
     assert_eq!(field(span, "runtime"), runtime.to_string());
     assert_eq!(field(span, "http.response.status_code"), "200");
-    assert!(!span.fields.contains_key("error"), "{span:?}");
+    assert!(!span.fields.contains_key("error.type"), "{span:?}");
+    assert!(!span.fields.contains_key("otel.status_code"), "{span:?}");
+    assert_eq!(field(span, "otel.name"), "POST");
+    assert_eq!(field(span, "otel.kind"), "client");
+    assert_eq!(field(span, "url.full"), server.url("/echo"));
 }
 
 #[test]
@@ -146,10 +150,48 @@ fn a_refused_connection_records_the_error_and_no_status() {
     let span = &spans[0];
     assert_eq!(field(span, "http.request.method"), "GET");
     assert_eq!(field(span, "server.port"), port.to_string());
-    assert_eq!(field(span, "error"), err.to_string());
+    assert_eq!(field(span, "error.type"), "connect");
+    assert_eq!(field(span, "otel.status_code"), "ERROR");
+    assert_eq!(field(span, "otel.status_description"), err.to_string());
     assert!(
         !span.fields.contains_key("http.response.status_code"),
         "{span:?}"
+    );
+}
+
+/// A 4xx or 5xx answer is an error status on a client span (HTTP semantic conventions),
+/// its status code the `error.type`; the request itself succeeded.
+#[test]
+fn an_error_status_marks_the_span_as_an_error() {
+    let server = TestServer::start();
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::registry()
+        .with(capture.clone())
+        .with(tracing_subscriber::filter::LevelFilter::DEBUG);
+    let _default = tracing::subscriber::set_default(subscriber);
+    let rt = common::current_thread_rt();
+    let manager = rtlocal::HttpClientManager::new();
+    rt.block_on(async {
+        let client = manager.client().await.expect("client");
+        for code in [404u16, 503, 200] {
+            let resp = client
+                .get(&server.url(&format!("/status/{code}")))
+                .await
+                .expect("a response");
+            assert_eq!(resp.status().as_u16(), code);
+        }
+    });
+    let spans = capture.requests();
+    assert_eq!(spans.len(), 3, "{spans:?}");
+    for (span, code) in spans.iter().zip(["404", "503"]) {
+        assert_eq!(field(span, "http.response.status_code"), code);
+        assert_eq!(field(span, "error.type"), code);
+        assert_eq!(field(span, "otel.status_code"), "ERROR");
+    }
+    assert!(
+        !spans[2].fields.contains_key("otel.status_code"),
+        "{:?}",
+        spans[2]
     );
 }
 

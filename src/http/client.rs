@@ -92,9 +92,14 @@ impl Client {
     /// Each request that gets past the URI and runtime checks runs in one DEBUG span named
     /// `http.request`, from the hand-off to hyper-util until the response headers arrive
     /// or the request fails (the body is the caller's to read; its errors come back from
-    /// the body). Fields: `http.request.method`, `server.address`, `server.port`,
-    /// `client` and `runtime` (the client that sends it, after any re-routing), then
-    /// `http.response.status_code` or `error` (the error's message). DEBUG, like the
+    /// the body). Fields, by OpenTelemetry's HTTP client conventions as
+    /// `tracing-opentelemetry` reads them: `otel.name` (the method), `otel.kind`
+    /// (`client`), `http.request.method`, `server.address`, `server.port`, `url.full`
+    /// (credentials masked), `client` and `runtime` (the client that sends it, after any
+    /// re-routing), then `http.response.status_code`, or `error.type` (`connect`,
+    /// `timeout`, …) with `otel.status_code = "ERROR"` and `otel.status_description` (the
+    /// error's message); a 4xx/5xx status sets `error.type` to the code and
+    /// `otel.status_code = "ERROR"`. DEBUG, like the
     /// crate's lifecycle events: with no subscriber interested in it the span is never
     /// built (no allocation, no formatting).
     ///

@@ -31,6 +31,7 @@ use crate::http::enter::poll_in;
 use crate::http::factory::{HyperParts, InFlight};
 use crate::http::uri::Target;
 use crate::manager::Counters;
+use crate::redact;
 
 /// A request counted in flight (graceful drain) and busy (idle reaper), until dropped.
 pub(crate) struct Exchange {
@@ -127,10 +128,19 @@ fn settle(
     if !span.is_disabled() {
         match &result {
             Ok(resp) => {
-                span.record("http.response.status_code", resp.status().as_u16());
+                let status = resp.status();
+                span.record("http.response.status_code", status.as_u16());
+                // A client span's status is an error from 400 on (HTTP semconv), with
+                // the status code as its `error.type`.
+                if status.as_u16() >= 400 {
+                    span.record("error.type", status.as_str());
+                    span.record("otel.status_code", "ERROR");
+                }
             }
             Err(e) => {
-                span.record("error", tracing::field::display(e));
+                span.record("error.type", error_type(e));
+                span.record("otel.status_code", "ERROR");
+                span.record("otel.status_description", tracing::field::display(e));
             }
         }
     }
@@ -194,19 +204,51 @@ impl Future for Dispatch {
 
 /// The `http.request` span of a request to `target` on `guard`'s client: DEBUG, so free
 /// unless a subscriber wants this crate's debug output (the macro checks the level and
-/// the callsite's interest before it evaluates any field).
+/// the callsite's interest before it evaluates any field, `url.full` included).
+///
+/// Its fields follow OpenTelemetry's HTTP client conventions, in the form
+/// `tracing-opentelemetry` maps: `otel.name` (the method), `otel.kind = "client"`,
+/// `http.request.method`, `server.address`, `server.port`, `url.full` (credentials
+/// masked, through [`redact`]), then `http.response.status_code`, or `error.type`; with
+/// `otel.status_code = "ERROR"` and `otel.status_description` (the error's message) for a
+/// failure or a 4xx/5xx status. `client` and `runtime` name who sent it.
 #[inline]
 pub(crate) fn request_span(req: &Request<Body>, target: &Target<'_>, guard: &InFlight) -> Span {
     tracing::debug_span!(
         "http.request",
+        otel.name = req.method().as_str(),
+        otel.kind = "client",
         http.request.method = req.method().as_str(),
         server.address = target.host,
         server.port = target.port,
+        url.full = redact::uri(req.uri()),
         client = %guard.client_id(),
         runtime = %guard.runtime_id(),
         http.response.status_code = tracing::field::Empty,
-        error = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
     )
+}
+
+/// A low-cardinality name for what went wrong: `error.type` on the span and the
+/// request-duration metric.
+pub(crate) fn error_type(e: &Error) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else if e.is_closed() {
+        "closed"
+    } else if e.is_request() {
+        "request"
+    } else if e.is_body() {
+        "body"
+    } else if e.is_no_runtime() {
+        "no_runtime"
+    } else {
+        "_OTHER"
+    }
 }
 
 #[cold]

@@ -19,6 +19,7 @@ use http::{Method, Request, Response};
 use metrics::{Label, Unit, describe_histogram, histogram};
 
 use crate::error::Error;
+use crate::http::exchange::error_type;
 use crate::http::factory::HyperParts;
 use crate::manager::metrics::MANAGER;
 
@@ -99,24 +100,5 @@ fn method(m: &Method) -> &'static str {
         "CONNECT" => "CONNECT",
         "TRACE" => "TRACE",
         _ => "_OTHER",
-    }
-}
-
-/// A low-cardinality name for what went wrong.
-fn error_type(e: &Error) -> &'static str {
-    if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connect"
-    } else if e.is_closed() {
-        "closed"
-    } else if e.is_request() {
-        "request"
-    } else if e.is_body() {
-        "body"
-    } else if e.is_no_runtime() {
-        "no_runtime"
-    } else {
-        "_OTHER"
     }
 }

@@ -166,6 +166,11 @@ async fn handle(
             .unwrap_or_default();
         return Ok(Response::new(Full::new(value)));
     }
+    if let Some(code) = path.strip_prefix("/status/") {
+        let mut resp = Response::new(Full::new(Bytes::from_static(b"status")));
+        *resp.status_mut() = code.parse().unwrap_or(http::StatusCode::IM_A_TEAPOT);
+        return Ok(resp);
+    }
     if path == "/echo" {
         let body = req
             .into_body()
