@@ -295,6 +295,66 @@ fn open_connections_and_live_clients_return_to_zero_after_close_all() {
     assert_eq!(delta("rtlocal.clients.forced_closes"), 0);
 }
 
+/// Each connection counts under its server and state: active while a request is on it
+/// (written, response not yet read to its end), idle in the pool; its lifetime is
+/// recorded when it closes.
+#[test]
+fn connections_count_by_server_and_state_and_record_their_duration() {
+    const HTTP: (&str, &str) = ("rtlocal.manager", "t-conn-state");
+    let mut recorded = recorder();
+    let server = TestServer::start();
+    let port = server.addr.port().to_string();
+    let manager = named("t-conn-state");
+    let to_server = [
+        HTTP,
+        ("server.address", "127.0.0.1"),
+        ("server.port", port.as_str()),
+    ];
+    let state = |seen: &Seen, state: &str| {
+        let mut with = to_server.to_vec();
+        with.push(("http.connection.state", state));
+        seen.gauge("http.client.open_connections", &with)
+    };
+    let rt = current_thread_rt();
+    let before = Seen::now(&mut recorded);
+    assert_eq!(
+        (state(&before, "active"), state(&before, "idle")),
+        (0.0, 0.0)
+    );
+    block_on_guarded(&rt, async {
+        let client = manager.client().await.expect("client");
+        let slow = {
+            let (client, url) = (client.clone(), server.url("/slow/400"));
+            tokio::spawn(async move { client.get(&url).await.expect("slow") })
+        };
+        assert_eq!(server.requests_reached(1).await, 1);
+        let during = Seen::now(&mut recorded);
+        assert_eq!(state(&during, "active"), 1.0, "the request is on it");
+        assert_eq!(state(&during, "idle"), 0.0);
+        let resp = slow.await.expect("the task");
+        // Headers in, body not yet read: still serving the response.
+        assert_eq!(state(&Seen::now(&mut recorded), "active"), 1.0);
+        assert_eq!(text(resp).await, "slow");
+        let after = Seen::now(&mut recorded);
+        assert_eq!(state(&after, "active"), 0.0, "the body ended");
+        assert_eq!(state(&after, "idle"), 1.0, "back in the pool");
+    });
+    let report = block_on_guarded(&rt, manager.close_all());
+    assert_eq!(report.closed, 1, "{report}");
+    let closed = Seen::now(&mut recorded);
+    assert_eq!(
+        (state(&closed, "active"), state(&closed, "idle")),
+        (0.0, 0.0)
+    );
+    let lived = closed.samples("http.client.connection.duration", &to_server);
+    assert_eq!(lived.len(), 1, "one connection closed: {lived:?}");
+    assert!(lived[0] > 0.0);
+    assert_eq!(
+        closed.unit(MetricKind::Histogram, "http.client.connection.duration"),
+        Some(Unit::Seconds)
+    );
+}
+
 #[test]
 fn a_snapshot_records_the_slot_and_callback_counts() {
     const HTTP: (&str, &str) = ("rtlocal.manager", "t-snapshot");

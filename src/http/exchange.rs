@@ -38,6 +38,10 @@ pub(crate) struct Exchange {
     /// Released before `guard` (field order): the reaper's count ends first.
     busy: Option<Busy>,
     guard: InFlight,
+    /// The connection serving the response (feature `metrics`): marked idle when the
+    /// exchange ends with its body.
+    #[cfg(feature = "metrics")]
+    conn: Option<crate::http::connect::socket::ConnState>,
 }
 
 impl Exchange {
@@ -48,6 +52,8 @@ impl Exchange {
         Exchange {
             busy: guard.client().tracker.busy(),
             guard,
+            #[cfg(feature = "metrics")]
+            conn: None,
         }
     }
 
@@ -69,6 +75,10 @@ impl Exchange {
 
 impl Drop for Exchange {
     fn drop(&mut self) {
+        #[cfg(feature = "metrics")]
+        if let Some(conn) = self.conn.take() {
+            conn.0.set_active(false);
+        }
         if let Some(busy) = self.busy.take() {
             self.guard.client().tracker.release(busy);
         }
@@ -158,7 +168,16 @@ impl Future for Dispatch {
         };
         let result = match poll_in(&exchange.parts().handle, &mut this.sent, cx) {
             Poll::Ready(Ok(Ok(resp))) => {
-                let exchange = this.exchange.take();
+                #[cfg(feature = "metrics")]
+                let mut resp = resp;
+                #[allow(unused_mut)]
+                let mut exchange = this.exchange.take();
+                #[cfg(feature = "metrics")]
+                if let Some(exchange) = exchange.as_mut() {
+                    exchange.conn = resp
+                        .extensions_mut()
+                        .remove::<crate::http::connect::socket::ConnState>();
+                }
                 let deadline = this.deadline.take();
                 let resp = resp.map(|b| ResponseBody::new(b, exchange, deadline));
                 return settle(

@@ -1,4 +1,6 @@
-//! `http.client.request.duration` (feature `metrics`): one sample per request sent.
+//! `http.client.request.duration` (feature `metrics`): one sample per request sent; and
+//! the connection series, `http.client.open_connections` and
+//! `http.client.connection.duration` ([`ConnMetrics`]).
 //!
 //! The duration runs from the moment the request is handed to the client to the moment
 //! its response headers arrive (or it fails, or the caller drops it before then). It
@@ -16,7 +18,9 @@
 use std::time::Instant;
 
 use http::{Method, Request, Response};
-use metrics::{Label, Unit, describe_histogram, histogram};
+use metrics::{
+    Gauge, Histogram, Label, Unit, describe_gauge, describe_histogram, gauge, histogram,
+};
 
 use crate::error::Error;
 use crate::http::exchange::error_type;
@@ -24,6 +28,8 @@ use crate::http::factory::HyperParts;
 use crate::manager::metrics::MANAGER;
 
 pub(crate) const REQUEST_DURATION: &str = "http.client.request.duration";
+pub(crate) const OPEN_CONNECTIONS: &str = "http.client.open_connections";
+pub(crate) const CONNECTION_DURATION: &str = "http.client.connection.duration";
 
 pub(crate) fn describe() {
     describe_histogram!(
@@ -31,6 +37,74 @@ pub(crate) fn describe() {
         Unit::Seconds,
         "duration of HTTP client requests, to the response headers"
     );
+    describe_gauge!(
+        OPEN_CONNECTIONS,
+        Unit::Count,
+        "connections open now, by state (idle, active) and server"
+    );
+    describe_histogram!(
+        CONNECTION_DURATION,
+        Unit::Seconds,
+        "how long connections stayed open, from connect to close"
+    );
+}
+
+/// One connection's series: `http.client.open_connections` with
+/// `http.connection.state` `idle` or `active`, and `http.client.connection.duration`,
+/// each with `server.address`, `server.port` (the origin's, also through a proxy) and
+/// `rtlocal.manager`. The handles are looked up once, when the connection opens; a state
+/// change moves one gauge down and the other up.
+pub(crate) struct ConnMetrics {
+    idle: Gauge,
+    active: Gauge,
+    duration: Histogram,
+    opened: Instant,
+}
+
+impl ConnMetrics {
+    /// A connection to `host:port` opens, idle.
+    pub(crate) fn open(manager: &str, host: &str, port: u16) -> ConnMetrics {
+        let labels = |state: Option<&'static str>| {
+            let mut labels = vec![
+                Label::new("server.address", host.to_owned()),
+                Label::new("server.port", port.to_string()),
+                Label::new(MANAGER, manager.to_owned()),
+            ];
+            if let Some(state) = state {
+                labels.push(Label::new("http.connection.state", state));
+            }
+            labels
+        };
+        let m = ConnMetrics {
+            idle: gauge!(OPEN_CONNECTIONS, labels(Some("idle"))),
+            active: gauge!(OPEN_CONNECTIONS, labels(Some("active"))),
+            duration: histogram!(CONNECTION_DURATION, labels(None)),
+            opened: Instant::now(),
+        };
+        m.idle.increment(1.0);
+        m
+    }
+
+    /// The connection went from idle to active (`true`) or back.
+    pub(crate) fn moved(&self, active: bool) {
+        let (from, to) = if active {
+            (&self.idle, &self.active)
+        } else {
+            (&self.active, &self.idle)
+        };
+        from.decrement(1.0);
+        to.increment(1.0);
+    }
+
+    /// The connection closed in state `active` (or idle).
+    pub(crate) fn closed(&self, active: bool) {
+        if active {
+            self.active.decrement(1.0);
+        } else {
+            self.idle.decrement(1.0);
+        }
+        self.duration.record(self.opened.elapsed().as_secs_f64());
+    }
 }
 
 /// Times one request; records when it ends ([`end`](RequestTimer::end)) or, if the

@@ -16,7 +16,6 @@ use super::stats::{Counters, Stat, Stats};
 /// The attribute naming the manager on every series.
 pub(crate) const MANAGER: &str = "rtlocal.manager";
 
-pub(crate) const OPEN_CONNECTIONS: &str = "http.client.open_connections";
 pub(crate) const ACTIVE_REQUESTS: &str = "http.client.active_requests";
 pub(crate) const CLIENTS_CREATED: &str = "rtlocal.clients.created";
 pub(crate) const CLIENTS_CLOSED: &str = "rtlocal.clients.closed";
@@ -82,11 +81,6 @@ impl fmt::Debug for Live {
 /// Describes every metric to the installed recorder (idempotent; cheap next to building
 /// a manager).
 fn describe() {
-    describe_gauge!(
-        OPEN_CONNECTIONS,
-        Unit::Count,
-        "TCP connections open now (opened and not yet closed or shut down)"
-    );
     describe_gauge!(
         ACTIVE_REQUESTS,
         Unit::Count,
@@ -194,10 +188,8 @@ pub(crate) fn register(counters: &Counters, name: &str) {
         &counters.connections_opened,
         Live::Count(count(CONNECTIONS_OPENED)),
     );
-    set(
-        &counters.connections_open,
-        Live::UpDown(up_down(OPEN_CONNECTIONS)),
-    );
+    // `connections_open` feeds no series of its own: each connection moves
+    // `http.client.open_connections` under its server and state (`http::metrics`).
     set(
         &counters.requests_started,
         Live::Count(count(REQUESTS_STARTED)),

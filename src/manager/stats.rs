@@ -139,20 +139,21 @@ impl Counters {
 /// |---|---|---|
 /// | `http.client.request.duration` | histogram, seconds | each HTTP request, from the call to its response headers (or its error); attributes `http.request.method` (`_OTHER` for extension methods), `server.address`, `server.port`, and `http.response.status_code` or `error.type` (`timeout`, `connect`, `closed`, `request`, `cancelled` when the caller dropped it first, …) |
 /// | `http.client.active_requests` | up-down gauge | `requests_in_flight` |
-/// | `http.client.open_connections` | up-down gauge | `connections_open` (no `http.connection.state`: an open socket is not known to be idle or active) |
+/// | `http.client.open_connections` | up-down gauge | each connection, with `http.connection.state` (`active` from a request's first byte written to the end of its response body, or once upgraded; `idle` otherwise), `server.address`, `server.port`; summed, `connections_open` |
+/// | `http.client.connection.duration` | histogram, seconds | each connection's lifetime, recorded when it closes; `server.address`, `server.port` |
 /// | `rtlocal.clients.created`, `.closed`, `.replaced`, `.forced_closes`, `.runtime_releases`, `.not_closed_on_wire` | counters | the fields of the same names |
 /// | `rtlocal.clients.live` | up-down gauge | `clients_live` |
 /// | `rtlocal.connections.opened`, `rtlocal.requests.started`, `rtlocal.requests.failed`, `rtlocal.dns.lookups` | counters | the fields of the same names |
 /// | `rtlocal.thread_slots`, `rtlocal.runtime_slots` | gauges | `Stats::record_metrics` only |
 /// | `rtlocal.callbacks.registered`, `.run`, `.panicked` | counters (process-wide) | `Stats::record_metrics` only |
 ///
-/// Everything but the request histogram is updated live through those handles (one more
-/// call per update, no key lookup); the histogram's attributes differ per request, so each
-/// sample looks its series up in the recorder. The request duration ends at the response
+/// Everything but the request histogram is updated live through handles (one more call
+/// per update, no key lookup; a connection looks its handles up once, when it opens); the
+/// request histogram's attributes differ per request, so each sample looks its series up
+/// in the recorder. The request duration ends at the response
 /// headers, as Go's `otelhttp` transport records it: a body may be
 /// streamed, held or dropped half read for as long as the caller likes, and
 /// `http.client.active_requests` counts the request until its body ends.
-/// `http.client.connection.duration` is not recorded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {

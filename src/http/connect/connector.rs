@@ -153,6 +153,7 @@ impl tower_service::Service<Uri> for TrackingConnector {
             permits: None,
             peer: host_port.clone(),
             arm: None,
+            server: (target.host.to_owned(), target.port),
         };
         let limits = Arc::clone(&self.limits);
         #[cfg(feature = "rustls")]
@@ -270,6 +271,9 @@ pub(crate) struct OpenTcp {
     /// The deadline of what runs on the socket once it is open (a `CONNECT`): see
     /// [`ConnTracker::arm_attempt`].
     pub(super) arm: Option<Instant>,
+    /// The origin (`host`, `port`), also when the socket goes to a proxy: the
+    /// connection's `server.address` and `server.port`.
+    pub(super) server: (String, u16),
 }
 
 impl OpenTcp {
@@ -286,7 +290,10 @@ impl OpenTcp {
                 peer: self.peer,
                 source: e.into(),
             })?;
-        let tcp = self.tracker.register(io.into_inner(), permits)?;
+        let (host, port) = (self.server.0.as_str(), self.server.1);
+        let tcp = self
+            .tracker
+            .register(io.into_inner(), permits, (host, port))?;
         tcp.arm_attempt(self.arm);
         Ok(tcp)
     }
@@ -309,6 +316,7 @@ impl tower_service::Service<Uri> for OpenTcp {
             permits: self.permits.take(),
             peer: self.peer.clone(),
             arm: self.arm,
+            server: self.server.clone(),
         };
         Box::pin(async move { open.open(addr).await.map(TokioIo::new) })
     }

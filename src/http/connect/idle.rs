@@ -42,7 +42,6 @@ use std::time::{Duration, Instant};
 
 use crate::http::connect::tracker::{ConnTracker, shutdown_socket};
 use crate::http::timer::{self, TimerKey};
-use crate::manager::Counters;
 
 /// One request of a client in flight, for the idle reaper (see the module docs): a token
 /// handed back to [`ConnTracker::release`] when the request ends. It holds no reference
@@ -107,23 +106,25 @@ impl ConnTracker {
         } else {
             let quiet = self.epoch + Duration::from_nanos(self.last_release.load(Ordering::SeqCst));
             let mut next: Option<Instant> = None;
-            let mut reaped = 0;
-            st.sockets.retain(|_, socket| {
+            let mut due_now = Vec::new();
+            for (id, socket) in st.sockets.iter() {
                 if socket.state.handed_over() {
-                    return true;
+                    continue;
                 }
                 let due = quiet.max(socket.opened) + timeout;
                 if due <= now {
+                    due_now.push(*id);
+                } else {
+                    next = Some(next.map_or(due, |n| n.min(due)));
+                }
+            }
+            let reaped = due_now.len();
+            for id in due_now {
+                if let Some(socket) = st.sockets.remove(&id) {
                     socket.state.mark_reaped();
                     shutdown_socket(socket.raw);
-                    reaped += 1;
-                    return false;
+                    self.uncount(socket);
                 }
-                next = Some(next.map_or(due, |n| n.min(due)));
-                true
-            });
-            for _ in 0..reaped {
-                Counters::dec(&self.counters.connections_open);
             }
             if reaped > 0 {
                 tracing::debug!(reaped, ?timeout, "idle connections shut down");

@@ -17,7 +17,7 @@ mod executor;
 mod idle;
 mod limits;
 mod proxy;
-mod socket;
+pub(crate) mod socket;
 mod stream;
 #[cfg(feature = "rustls")]
 mod tls;

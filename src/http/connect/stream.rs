@@ -23,16 +23,23 @@ impl Conn {
     /// The attempt that opened this connection is over: its deadline is lifted.
     #[cfg(feature = "rustls")]
     pub(super) fn disarm_attempt(&self) {
+        self.tcp().disarm_attempt();
+    }
+}
+
+impl Conn {
+    fn tcp(&self) -> &TrackedTcp {
         match self {
-            Conn::Plain(tcp) | Conn::Proxied(tcp) => tcp.disarm_attempt(),
-            Conn::Tls(s) => s.get_ref().0.disarm_attempt(),
+            Conn::Plain(tcp) | Conn::Proxied(tcp) => tcp,
+            #[cfg(feature = "rustls")]
+            Conn::Tls(s) => s.get_ref().0,
         }
     }
 }
 
 impl Connection for Conn {
     fn connected(&self) -> Connected {
-        match self {
+        let connected = match self {
             Conn::Plain(_) => Connected::new(),
             Conn::Proxied(_) => Connected::new().proxy(true),
             #[cfg(feature = "rustls")]
@@ -44,7 +51,15 @@ impl Connection for Conn {
                     c
                 }
             }
-        }
+        };
+        // hyper-util puts it in each response's extensions: the exchange then knows
+        // which connection served it, and marks it idle when the body ends.
+        #[cfg(feature = "metrics")]
+        let connected =
+            connected.extra(crate::http::connect::socket::ConnState(self.tcp().state()));
+        #[cfg(not(feature = "metrics"))]
+        let _ = self.tcp();
+        connected
     }
 }
 

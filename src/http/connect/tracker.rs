@@ -113,10 +113,13 @@ impl ConnTracker {
         }
     }
 
+    /// Adds an open socket to `server` (`host`, `port`: the origin, for the connection
+    /// series of the `metrics` feature).
     pub(super) fn register(
         self: &Arc<Self>,
         stream: TcpStream,
         permits: Permits,
+        server: (&str, u16),
     ) -> Result<TrackedTcp, BoxError> {
         let mut st = self.state.lock();
         if st.closed {
@@ -128,7 +131,15 @@ impl ConnTracker {
         let raw = std::os::fd::AsRawFd::as_raw_fd(&stream);
         #[cfg(not(unix))]
         let raw = ();
-        let state = Arc::new(SocketState::default());
+        #[cfg(feature = "metrics")]
+        let state = Arc::new(SocketState::new(self.counters.manager.get().map(
+            |manager| crate::http::metrics::ConnMetrics::open(manager, server.0, server.1),
+        )));
+        #[cfg(not(feature = "metrics"))]
+        let state = {
+            let _ = server;
+            Arc::new(SocketState::default())
+        };
         let opened = Instant::now();
         st.sockets.insert(
             id,
@@ -156,18 +167,23 @@ impl ConnTracker {
         })
     }
 
-    /// Drops a socket's entry (its stream is being dropped); whether it was still
-    /// counted open (a close or the reaper may have shut it down and uncounted it).
-    pub(super) fn forget_socket(&self, id: u64) -> bool {
+    /// Drops a socket's entry (its stream is being dropped) and uncounts it, unless a
+    /// close or the reaper shut it down and uncounted it first.
+    pub(super) fn forget_socket(&self, id: u64) {
         let removed = self.state.lock().sockets.remove(&id);
-        match removed {
-            Some(socket) => {
-                if let Some(key) = socket.attempt {
-                    timer::cancel(&key);
-                }
-                true
-            }
-            None => false,
+        if let Some(socket) = removed {
+            self.uncount(socket);
+        }
+    }
+
+    /// The one way a socket's entry ends, once it has left the map (under the lock, so
+    /// exactly once): counted out of `connections_open`, its series ended, its attempt
+    /// deadline cancelled.
+    pub(super) fn uncount(&self, socket: Socket) {
+        Counters::dec(&self.counters.connections_open);
+        socket.state.closed();
+        if let Some(key) = socket.attempt {
+            timer::cancel(&key);
         }
     }
 
@@ -209,7 +225,7 @@ impl ConnTracker {
         }
         if let Some(socket) = st.sockets.remove(&id) {
             shutdown_socket(socket.raw);
-            Counters::dec(&self.counters.connections_open);
+            self.uncount(socket);
         }
         drop(st);
         tracing::debug!("a connection attempt ran past its deadline: its socket was shut down");
@@ -223,10 +239,7 @@ impl ConnTracker {
             st.closed = true;
             for (_, socket) in st.sockets.drain() {
                 shutdown_socket(socket.raw);
-                if let Some(key) = socket.attempt {
-                    timer::cancel(&key);
-                }
-                Counters::dec(&self.counters.connections_open);
+                self.uncount(socket);
             }
             if let Some(key) = st.reaper.take() {
                 timer::cancel(&key);
@@ -250,10 +263,7 @@ impl ConnTracker {
         st.closed = true;
         for (_, socket) in st.sockets.drain() {
             shutdown_socket(socket.raw);
-            if let Some(key) = socket.attempt {
-                timer::cancel(&key);
-            }
-            Counters::dec(&self.counters.connections_open);
+            self.uncount(socket);
         }
         if let Some(key) = st.reaper.take() {
             timer::cancel(&key);
