@@ -324,6 +324,9 @@
     unreachable_pub,
     clippy::undocumented_unsafe_blocks
 )]
+// docs.rs builds with `--cfg docsrs` on nightly: feature-gated items get a badge there.
+// The stable `cargo doc` never sets it.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 // Under the loom cfg only the modelled modules are built; helpers they share with the
 // tokio side go unused there.
 #![cfg_attr(rtlocal_loom, allow(dead_code))]

@@ -373,6 +373,7 @@ impl Builder {
     /// Trusts the certificates in `pem` (one or more PEM `CERTIFICATE` blocks), e.g. a
     /// private CA, in addition to the built-in roots.
     #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
     pub fn add_root_certificate_pem(mut self, pem: &[u8]) -> Self {
         use rustls::pki_types::CertificateDer;
         use rustls::pki_types::pem::PemObject;
@@ -397,6 +398,7 @@ impl Builder {
 
     /// Trusts a DER-encoded certificate, in addition to the built-in roots.
     #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
     pub fn add_root_certificate_der(mut self, der: impl Into<Vec<u8>>) -> Self {
         self.tls
             .extra_roots
@@ -409,6 +411,7 @@ impl Builder {
     /// Default is `true`: the Mozilla roots (webpki-roots), and with the
     /// `rustls-native-roots` feature also the operating system's store.
     #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
     pub fn tls_built_in_roots(mut self, enabled: bool) -> Self {
         self.tls.no_built_in_roots = !enabled;
         self
