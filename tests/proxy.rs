@@ -270,7 +270,17 @@ async fn accept_loop<T: Acceptor>(
 
 impl Origin {
     fn http() -> Origin {
-        Origin::serve(None::<()>)
+        Origin::serve(None::<()>, "127.0.0.1:0")
+    }
+
+    /// A plain origin on `[::1]`; `None` (after saying so) when the machine has no IPv6
+    /// loopback.
+    fn http_on_ipv6_loopback() -> Option<Origin> {
+        if let Err(e) = std::net::TcpListener::bind("[::1]:0") {
+            eprintln!("SKIPPED: no IPv6 loopback here ([::1]: {e})");
+            return None;
+        }
+        Some(Origin::serve(None::<()>, "[::1]:0"))
     }
 
     /// A TLS origin with a certificate for `localhost` only.
@@ -288,14 +298,15 @@ impl Origin {
             )
             .expect("server config");
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let mut origin = Origin::serve(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))));
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let mut origin = Origin::serve(Some(acceptor), "127.0.0.1:0");
         origin.cert_pem = Some(key.cert.pem());
         origin
     }
 
     /// Serves on a runtime of its own thread, so tests can start and drop origins
     /// from inside their own runtime.
-    fn serve<T: Acceptor>(tls: Option<T>) -> Origin {
+    fn serve<T: Acceptor>(tls: Option<T>, bind: &'static str) -> Origin {
         let state = Arc::new(OriginState::default());
         let st = Arc::clone(&state);
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -309,7 +320,7 @@ impl Origin {
                     .build()
                     .expect("origin runtime");
                 let listener = rt
-                    .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+                    .block_on(tokio::net::TcpListener::bind(bind))
                     .expect("bind");
                 addr_tx
                     .send(listener.local_addr().expect("addr"))
@@ -587,6 +598,60 @@ async fn no_proxy_bypasses_the_proxy() {
     assert!(via_proxy(&origin.seen("/proxied")));
     assert!(proxy.logged("/proxied HTTP/1.1").await, "{}", proxy.log());
     assert!(!proxy.log().contains("/direct-"), "{}", proxy.log());
+}
+
+/// `no_proxy` takes an IPv6 address the way a URL writes it, `[::1]`, with or without a
+/// port (as Go and curl do), besides `::1` and `::1/128`: a request to an origin on
+/// `[::1]` goes direct and the proxy sees nothing of it. An entry with a port exempts
+/// that port only: another port goes through the proxy.
+#[tokio::test]
+async fn no_proxy_takes_bracketed_ipv6_addresses() {
+    let _env = ENV.read().await;
+    let Some(origin) = Origin::http_on_ipv6_loopback() else {
+        return;
+    };
+    let Some(proxy) = Tinyproxy::start(&[origin.port()], None) else {
+        return;
+    };
+    let port = origin.port();
+    for (i, list) in [
+        "[::1]".to_owned(),
+        format!("[::1]:{port}"),
+        format!("example.com, [::1]:{port}, 10.0.0.0/8"),
+        "::1".to_owned(),
+        "::1/128".to_owned(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let manager = HttpClientManager::builder()
+            .proxy(Proxy::all(proxy.url()).no_proxy(list.as_str()))
+            .build()
+            .expect("build");
+        let client = manager.client().await.expect("client");
+        let path = format!("/v6-direct-{i}");
+        let resp = client.get(&origin.url(&path)).await;
+        let resp = resp.unwrap_or_else(|e| panic!("{list}: {e}"));
+        assert_eq!(resp.status(), 200, "{list}");
+        let seen = origin.seen(&path);
+        assert!(seen.is_some() && !via_proxy(&seen), "{list}: {seen:?}");
+    }
+    // Another port than the entry's: through the proxy, to [::1]. Its log line also
+    // shows the log is current, so the exempt requests' absence below means something.
+    let manager = HttpClientManager::builder()
+        .proxy(Proxy::all(proxy.url()).no_proxy(format!("[::1]:{}", dead_port())))
+        .build()
+        .expect("build");
+    let client = manager.client().await.expect("client");
+    let resp = client.get(&origin.url("/v6-proxied")).await;
+    assert_eq!(resp.expect("request").status(), 200);
+    assert!(via_proxy(&origin.seen("/v6-proxied")));
+    assert!(
+        proxy.logged("/v6-proxied HTTP/1.1").await,
+        "{}",
+        proxy.log()
+    );
+    assert!(!proxy.log().contains("/v6-direct-"), "{}", proxy.log());
 }
 
 /// Proxy credentials reach the proxy, and only the proxy: tinyproxy with `BasicAuth`

@@ -344,7 +344,8 @@ impl Builder {
     /// once by [`build`](Builder::build), as curl, Go and reqwest do: `HTTP_PROXY` for
     /// `http` requests, `HTTPS_PROXY` for `https` requests, `ALL_PROXY` for either when
     /// its own variable is unset, and `NO_PROXY` (host names with their subdomains, IP
-    /// addresses, CIDR blocks, `*`) to exempt destinations; the upper-case name wins over
+    /// addresses, `[::1]` as URLs write it, CIDR blocks, `*`, each optionally with a
+    /// port; see [`Proxy::no_proxy`]) to exempt destinations; the upper-case name wins over
     /// the lower-case one. On by default because that is what these variables are for:
     /// a program on a network that needs a proxy works without code for it, like the
     /// other HTTP clients on the machine. Under CGI (`REQUEST_METHOD` set) they are not
