@@ -377,6 +377,27 @@ mod tests {
             Some("upper:1")
         );
 
+        let all = from_env(env(&[("ALL_PROXY", "p:1"), ("NO_PROXY", "")])).expect("a rule");
+        // Never loopback, whatever NO_PROXY says; an explicit proxy does apply to it.
+        for direct in [
+            "http://localhost:8080/",
+            "https://api.localhost/",
+            "http://127.0.0.1:8080/",
+            "http://127.1.2.3/",
+            "http://[::1]/",
+        ] {
+            assert_eq!(route(&all, direct), None, "{direct} went through the proxy");
+        }
+        let explicit = Proxy::all("http://p:1").into_rule().expect("rule");
+        assert_eq!(
+            route(&explicit, "http://127.0.0.1:8080/").as_deref(),
+            Some("p:1")
+        );
+        assert_eq!(
+            route(&explicit, "http://localhost/").as_deref(),
+            Some("p:1")
+        );
+
         // IPv6 addresses as URLs write them, with and without a port.
         let v6 = from_env(env(&[
             ("HTTP_PROXY", "p:1"),

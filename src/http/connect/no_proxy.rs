@@ -1,5 +1,5 @@
 //! [`NoProxy`]: a `NO_PROXY` list (or [`Proxy::no_proxy`](crate::Proxy::no_proxy)) in
-//! the forms users write.
+//! the forms users write, and the loopback rule of the proxy variables.
 //!
 //! hyper-util's matcher takes host names, IP addresses and CIDR blocks, but not what a
 //! URL puts in its authority: `[::1]` (brackets) or `host:8080` (a port). Such an entry
@@ -7,6 +7,8 @@
 //! `httpproxy` and curl take them; here an entry is normalized first: brackets stripped,
 //! `*.example.com` as `.example.com`, and an entry with a port kept apart, matching that
 //! port only (Go's rule; hyper-util's matcher has no ports).
+
+use std::net::IpAddr;
 
 use http::Uri;
 use hyper_util::client::proxy::matcher::Matcher;
@@ -127,6 +129,29 @@ fn split_entry(entry: &str) -> (String, Option<u16>) {
     (host, port)
 }
 
+/// Whether `dst`'s host is this machine's loopback: `localhost`, `*.localhost`, an
+/// address in 127.0.0.0/8, `::1`, or an IPv4-mapped 127.x address (Go's
+/// `ProxyFromEnvironment` rule, with RFC 6761's `.localhost` names).
+pub(crate) fn is_loopback(dst: &Uri) -> bool {
+    let Some(host) = dst.host() else {
+        return false;
+    };
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return match ip {
+            IpAddr::V4(v4) => v4.is_loopback(),
+            IpAddr::V6(v6) => {
+                v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+            }
+        };
+    }
+    let name = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost")
+}
+
 #[cfg(all(test, not(rtlocal_loom)))]
 mod tests {
     use super::*;
@@ -190,5 +215,31 @@ mod tests {
         // Unreadable entries match nothing and do not spoil the rest.
         assert!(!exempt("[::1]:x", "http://[::1]/"));
         assert!(exempt("[::1]:x, 10.0.0.0/8", "http://10.1.2.3/"));
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for uri in [
+            "http://localhost/",
+            "http://LOCALHOST:8080/",
+            "http://localhost./",
+            "http://api.localhost/",
+            "http://127.0.0.1:1/",
+            "http://127.255.0.9/",
+            "http://[::1]:8080/",
+            "http://[::ffff:127.0.0.1]/",
+        ] {
+            assert!(is_loopback(&uri.parse().expect("uri")), "{uri}");
+        }
+        for uri in [
+            "http://notlocalhost/",
+            "http://localhost.example/",
+            "http://128.0.0.1/",
+            "http://[::2]/",
+            "http://[::ffff:10.0.0.1]/",
+            "http://10.0.0.1/",
+        ] {
+            assert!(!is_loopback(&uri.parse().expect("uri")), "{uri}");
+        }
     }
 }

@@ -23,7 +23,7 @@ use hyper_util::client::proxy::matcher::{Intercept, Matcher};
 
 use crate::error::BoxError;
 use crate::http::connect::connector::{OpenTcp, connect_uri};
-use crate::http::connect::no_proxy::NoProxy;
+use crate::http::connect::no_proxy::{NoProxy, is_loopback};
 use crate::http::connect::socket::TrackedTcp;
 use crate::http::uri::Target;
 
@@ -44,6 +44,8 @@ pub(crate) struct ProxyRule {
     matcher: Matcher,
     /// The `NO_PROXY` list; its entries without a port are also in `matcher`.
     no: NoProxy,
+    /// Proxy variables never apply to loopback (Go's rule); an explicit proxy does.
+    loopback_direct: bool,
     /// `Proxy::basic_auth`, which wins over credentials in the proxy URI.
     auth: Option<HeaderValue>,
     /// Where the setting came from, for messages (`HTTP_PROXY`, `Builder::proxy`).
@@ -76,6 +78,7 @@ impl ProxyRule {
         ProxyRule {
             matcher,
             no,
+            loopback_direct: false,
             auth,
             from_http: from,
             from_https: from,
@@ -95,6 +98,7 @@ impl ProxyRule {
         ProxyRule {
             matcher,
             no,
+            loopback_direct: true,
             auth: None,
             from_http: http.unwrap_or("the environment"),
             from_https: https.unwrap_or("the environment"),
@@ -104,6 +108,9 @@ impl ProxyRule {
 
     /// The proxy (as the matcher gives it) for `dst`, if this rule sends it through one.
     pub(crate) fn intercept(&self, dst: &Uri) -> Option<Intercept> {
+        if self.loopback_direct && is_loopback(dst) {
+            return None;
+        }
         if self.no.exempts_by_port(dst) {
             return None;
         }
@@ -152,6 +159,7 @@ impl fmt::Debug for ProxyRule {
         f.debug_struct("ProxyRule")
             .field("matcher", &self.matcher)
             .field("no_proxy_by_port", &self.no)
+            .field("loopback_direct", &self.loopback_direct)
             .field("basic_auth", &self.auth.is_some())
             .field("from_http", &self.from_http)
             .field("from_https", &self.from_https)
