@@ -626,7 +626,7 @@ async fn no_proxy_bypasses_the_proxy() {
 }
 
 /// `no_proxy` takes an IPv6 address the way a URL writes it, `[::1]`, with or without a
-/// port (as Go and curl do), besides `::1` and `::1/128`: a request to an origin on
+/// port (Go takes the latter), besides `::1` and `::1/128`: a request to an origin on
 /// `[::1]` goes direct and the proxy sees nothing of it. An entry with a port exempts
 /// that port only: another port goes through the proxy.
 #[tokio::test]

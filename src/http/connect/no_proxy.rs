@@ -4,9 +4,10 @@
 //! hyper-util's matcher takes host names, IP addresses and CIDR blocks, but not what a
 //! URL puts in its authority: `[::1]` (brackets) or `host:8080` (a port). Such an entry
 //! becomes a domain no host ever equals, so the request silently goes to the proxy. Go's
-//! `httpproxy` and curl take them; here an entry is normalized first: brackets stripped,
-//! `*.example.com` as `.example.com`, and an entry with a port kept apart, matching that
-//! port only (Go's rule; hyper-util's matcher has no ports).
+//! `httpproxy` takes `[::1]:8080` (that port only; a bare `[::1]` it reads as a host
+//! name that never matches); here both are taken. An entry is normalized first: brackets
+//! stripped, `*.example.com` as `.example.com`, and an entry with a port kept apart,
+//! matching that port only (Go's rule; hyper-util's matcher has no ports).
 
 use std::net::IpAddr;
 
