@@ -25,7 +25,7 @@ use crate::manager::Manager;
 ///
 /// static HTTP: LazyLock<ReqwestManager> = LazyLock::new(|| {
 ///     ReqwestManager::new(ReqwestFactory::with_builder(|| {
-///         reqwest::Client::builder().user_agent("my-app/1.0")
+///         ReqwestFactory::client_builder().user_agent("my-app/1.0")
 ///     }))
 /// });
 ///
@@ -80,23 +80,63 @@ pub struct ReqwestFactory {
 }
 
 impl ReqwestFactory {
-    /// Clients with reqwest's defaults (`reqwest::Client::builder()`).
+    /// Clients with reqwest's defaults, and the proxy variables read as
+    /// [`HttpClientManager`](crate::HttpClientManager) reads them: built from
+    /// [`client_builder`](ReqwestFactory::client_builder).
     ///
     /// ```
     /// let manager = rtlocal::ReqwestManager::new(rtlocal::ReqwestFactory::new());
     /// # let _ = manager;
     /// ```
     pub fn new() -> Self {
-        ReqwestFactory::with_builder(reqwest::Client::builder)
+        ReqwestFactory::with_builder(ReqwestFactory::client_builder)
+    }
+
+    /// `reqwest::Client::builder()`, except that the proxy variables (`HTTP_PROXY`,
+    /// `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`, and lower case) are read by rtlocal, with
+    /// the rules of [`Builder::no_proxy`](crate::Builder::no_proxy): they never apply to
+    /// `localhost` and loopback addresses (Go's rule), `NO_PROXY` takes `[::1]` and
+    /// ports, and an unusable value is ignored with a warning. reqwest's own reading of
+    /// the variables sends loopback requests to the proxy, and on macOS and Windows also
+    /// reads the system's proxy settings, which this does not.
+    ///
+    /// How: reqwest's automatic proxy is turned off (`no_proxy()`) and, when the
+    /// variables set a proxy, one `reqwest::Proxy::custom` asks rtlocal's rule for each
+    /// request. The variables are read when this is called (once per client). A proxy
+    /// of your own added with `.proxy(..)` comes after that one (reqwest uses the first
+    /// that matches): call `.no_proxy()` first to use yours alone.
+    ///
+    /// Start [`with_builder`](ReqwestFactory::with_builder) closures from this rather
+    /// than from `reqwest::Client::builder()` to keep that rule.
+    pub fn client_builder() -> reqwest::ClientBuilder {
+        let builder = reqwest::Client::builder().no_proxy();
+        match crate::http::config::env_rule() {
+            None => builder,
+            Some(rule) => builder.proxy(reqwest::Proxy::custom(move |url: &reqwest::Url| {
+                let dst: http::Uri = url.as_str().parse().ok()?;
+                let intercept = rule.intercept(&dst)?;
+                let mut proxy = reqwest::Url::parse(&intercept.uri().to_string()).ok()?;
+                if let Some((user, password)) = intercept.raw_auth() {
+                    // The URL percent-encodes them; reqwest decodes them for the header.
+                    proxy.set_username(user).ok()?;
+                    proxy.set_password(Some(password)).ok()?;
+                }
+                Some(proxy)
+            })),
+        }
     }
 
     /// Clients built from the builder `configure` returns, called once per client.
+    ///
+    /// The builder is used as it is: one from `reqwest::Client::builder()` reads the
+    /// proxy variables with reqwest's rules (loopback requests included); start from
+    /// [`client_builder`](ReqwestFactory::client_builder) for rtlocal's.
     ///
     /// ```
     /// use std::time::Duration;
     ///
     /// let factory = rtlocal::ReqwestFactory::with_builder(|| {
-    ///     reqwest::Client::builder()
+    ///     rtlocal::ReqwestFactory::client_builder()
     ///         .connect_timeout(Duration::from_secs(3))
     ///         .pool_idle_timeout(Duration::from_secs(30))
     /// });

@@ -9,14 +9,15 @@
 //! Skips (with a message) when tinyproxy is not installed, unless `CI` is set: then it
 //! fails. `.ci/servers` installs it.
 //!
-//! The environment is process-global: `environment_variables` is the only test that
-//! sets it, under the write side of `ENV`; every other test holds the read side.
+//! The environment is process-global: `environment_variables` and
+//! `environment_proxies_never_apply_to_loopback` are the only tests that set it, under
+//! the write side of `ENV`; every other test holds the read side.
 
 mod common;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,6 +34,8 @@ use rtlocal::{HttpClientManager, Proxy};
 use tokio::sync::RwLock;
 
 const VIA_NAME: &str = "rtlocal-test-proxy";
+
+const LOCALHOST_V4: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
 
 /// Held shared by every test, exclusively by the one that sets the environment (async:
 /// the guards live across awaits; a failed test poisons nothing).
@@ -270,7 +273,39 @@ async fn accept_loop<T: Acceptor>(
 
 impl Origin {
     fn http() -> Origin {
-        Origin::serve(None::<()>)
+        Origin::serve(None::<()>, LOCALHOST_V4)
+    }
+
+    /// A plain origin on this machine's address on its default route (not loopback), so
+    /// that the proxy variables apply to it; `None` (after saying so) when there is none.
+    fn http_off_loopback() -> Option<Origin> {
+        // Connecting a UDP socket sends nothing: it only picks the source address.
+        let ip = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+            .and_then(|s| s.connect((Ipv4Addr::new(203, 0, 113, 1), 9)).map(|()| s))
+            .and_then(|s| s.local_addr())
+            .map(|a| a.ip());
+        match ip {
+            Ok(ip) if !ip.is_loopback() && !ip.is_unspecified() => {
+                Some(Origin::serve(None::<()>, (ip, 0).into()))
+            }
+            other => {
+                eprintln!(
+                    "SKIPPED: no address off loopback here ({other:?}); the proxy \
+                     variables never apply to loopback"
+                );
+                None
+            }
+        }
+    }
+
+    /// A plain origin on `[::1]`; `None` (after saying so) when the machine has no IPv6
+    /// loopback.
+    fn http_on_ipv6_loopback() -> Option<Origin> {
+        if let Err(e) = std::net::TcpListener::bind("[::1]:0") {
+            eprintln!("SKIPPED: no IPv6 loopback here ([::1]: {e})");
+            return None;
+        }
+        Some(Origin::serve(None::<()>, (Ipv6Addr::LOCALHOST, 0).into()))
     }
 
     /// A TLS origin with a certificate for `localhost` only.
@@ -288,14 +323,15 @@ impl Origin {
             )
             .expect("server config");
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let mut origin = Origin::serve(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))));
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let mut origin = Origin::serve(Some(acceptor), LOCALHOST_V4);
         origin.cert_pem = Some(key.cert.pem());
         origin
     }
 
     /// Serves on a runtime of its own thread, so tests can start and drop origins
     /// from inside their own runtime.
-    fn serve<T: Acceptor>(tls: Option<T>) -> Origin {
+    fn serve<T: Acceptor>(tls: Option<T>, bind: SocketAddr) -> Origin {
         let state = Arc::new(OriginState::default());
         let st = Arc::clone(&state);
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -309,7 +345,7 @@ impl Origin {
                     .build()
                     .expect("origin runtime");
                 let listener = rt
-                    .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+                    .block_on(tokio::net::TcpListener::bind(bind))
                     .expect("bind");
                 addr_tx
                     .send(listener.local_addr().expect("addr"))
@@ -589,6 +625,60 @@ async fn no_proxy_bypasses_the_proxy() {
     assert!(!proxy.log().contains("/direct-"), "{}", proxy.log());
 }
 
+/// `no_proxy` takes an IPv6 address the way a URL writes it, `[::1]`, with or without a
+/// port (Go takes the latter), besides `::1` and `::1/128`: a request to an origin on
+/// `[::1]` goes direct and the proxy sees nothing of it. An entry with a port exempts
+/// that port only: another port goes through the proxy.
+#[tokio::test]
+async fn no_proxy_takes_bracketed_ipv6_addresses() {
+    let _env = ENV.read().await;
+    let Some(origin) = Origin::http_on_ipv6_loopback() else {
+        return;
+    };
+    let Some(proxy) = Tinyproxy::start(&[origin.port()], None) else {
+        return;
+    };
+    let port = origin.port();
+    for (i, list) in [
+        "[::1]".to_owned(),
+        format!("[::1]:{port}"),
+        format!("example.com, [::1]:{port}, 10.0.0.0/8"),
+        "::1".to_owned(),
+        "::1/128".to_owned(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let manager = HttpClientManager::builder()
+            .proxy(Proxy::all(proxy.url()).no_proxy(list.as_str()))
+            .build()
+            .expect("build");
+        let client = manager.client().await.expect("client");
+        let path = format!("/v6-direct-{i}");
+        let resp = client.get(&origin.url(&path)).await;
+        let resp = resp.unwrap_or_else(|e| panic!("{list}: {e}"));
+        assert_eq!(resp.status(), 200, "{list}");
+        let seen = origin.seen(&path);
+        assert!(seen.is_some() && !via_proxy(&seen), "{list}: {seen:?}");
+    }
+    // Another port than the entry's: through the proxy, to [::1]. Its log line also
+    // shows the log is current, so the exempt requests' absence below means something.
+    let manager = HttpClientManager::builder()
+        .proxy(Proxy::all(proxy.url()).no_proxy(format!("[::1]:{}", dead_port())))
+        .build()
+        .expect("build");
+    let client = manager.client().await.expect("client");
+    let resp = client.get(&origin.url("/v6-proxied")).await;
+    assert_eq!(resp.expect("request").status(), 200);
+    assert!(via_proxy(&origin.seen("/v6-proxied")));
+    assert!(
+        proxy.logged("/v6-proxied HTTP/1.1").await,
+        "{}",
+        proxy.log()
+    );
+    assert!(!proxy.log().contains("/v6-direct-"), "{}", proxy.log());
+}
+
 /// Proxy credentials reach the proxy, and only the proxy: tinyproxy with `BasicAuth`
 /// answers 407 without them and serves with them (from the URI or `basic_auth`); the
 /// origin never sees `Proxy-Authorization`. For `https`, the credentials go on the
@@ -859,17 +949,32 @@ fn set_env(vars: &[(&str, &str)]) {
     }
 }
 
+/// Clears the proxy variables when dropped, so that a failed assertion leaves none set
+/// for the next test.
+struct ClearEnvOnDrop;
+
+impl Drop for ClearEnvOnDrop {
+    fn drop(&mut self) {
+        set_env(&[]);
+    }
+}
+
 /// The environment, read by `build` by default: `HTTP_PROXY` (and `http_proxy`),
-/// `ALL_PROXY`, `NO_PROXY`; an unusable variable ignored (direct, as unset); CGI; and
-/// both opt-outs: `no_proxy()` and an explicit proxy.
+/// `ALL_PROXY`, `NO_PROXY` (with ports); an unusable variable ignored (direct, as unset);
+/// CGI; and both opt-outs: `no_proxy()` and an explicit proxy. The origin is on this
+/// machine's address off loopback: the variables never apply to loopback.
 #[tokio::test]
 async fn environment_variables() {
     let _env = ENV.write().await;
-    let origin = Origin::http();
+    let _clear = ClearEnvOnDrop;
+    let Some(origin) = Origin::http_off_loopback() else {
+        return;
+    };
     let Some(proxy) = Tinyproxy::start(&[origin.port()], None) else {
         return;
     };
     let dead = format!("http://127.0.0.1:{}", dead_port());
+    let ip = origin.addr.ip();
     // (name, variables, whether the request goes through the proxy)
     type Case<'a> = (&'a str, Vec<(&'a str, String)>, bool);
     let cases: Vec<Case<'_>> = vec![
@@ -883,19 +988,32 @@ async fn environment_variables() {
         ("all", vec![("ALL_PROXY", proxy.url())], true),
         (
             "no-proxy-ip",
-            vec![
-                ("HTTP_PROXY", dead.clone()),
-                ("NO_PROXY", "127.0.0.1".into()),
-            ],
+            vec![("HTTP_PROXY", dead.clone()), ("NO_PROXY", ip.to_string())],
             false,
         ),
         (
             "no-proxy-cidr",
             vec![
                 ("http_proxy", dead.clone()),
-                ("no_proxy", "127.0.0.0/8".into()),
+                ("no_proxy", format!("{ip}/24")),
             ],
             false,
+        ),
+        (
+            "no-proxy-port",
+            vec![
+                ("HTTP_PROXY", dead.clone()),
+                ("NO_PROXY", format!("example.com, {}", origin.addr)),
+            ],
+            false,
+        ),
+        (
+            "no-proxy-other-port",
+            vec![
+                ("HTTP_PROXY", proxy.url()),
+                ("NO_PROXY", format!("{ip}:{}", dead_port())),
+            ],
+            true,
         ),
         ("https-only", vec![("HTTPS_PROXY", dead.clone())], false),
         (
@@ -927,6 +1045,19 @@ async fn environment_variables() {
         assert_eq!(via_proxy(&seen), proxied, "{name}: {seen:?}");
     }
 
+    // Managed reqwest clients read the variables the same way.
+    #[cfg(feature = "reqwest")]
+    {
+        let manager = rtlocal::ReqwestManager::new(rtlocal::ReqwestFactory::new());
+        set_env(&[("HTTP_PROXY", &proxy.url())]);
+        let client = manager.client().await.expect("client"); // built, reading them
+        set_env(&[]);
+        let resp = client.get(origin.url("/env-reqwest")).send().await;
+        assert_eq!(resp.expect("reqwest request").status(), 200);
+        let seen = origin.seen("/env-reqwest");
+        assert!(via_proxy(&seen), "{seen:?}");
+    }
+
     // Opt-outs: no_proxy() ignores the environment; an explicit proxy replaces it.
     set_env(&[("HTTP_PROXY", &dead)]);
     let off = HttpClientManager::builder().no_proxy().build();
@@ -946,4 +1077,84 @@ async fn environment_variables() {
         .expect("proxied");
     assert_eq!(resp.status(), 200);
     assert!(via_proxy(&origin.seen("/env-explicit")));
+}
+
+/// The proxy variables never apply to loopback (`127.0.0.1`, `localhost`, `[::1]`), with
+/// no `NO_PROXY` at all: with every variable naming a dead proxy, requests to origins on
+/// loopback succeed, direct, from rtlocal's clients and from managed reqwest clients;
+/// a destination off loopback does go to that proxy (and fails, naming it). An explicit
+/// `Builder::proxy` still applies to loopback: through a real tinyproxy.
+#[tokio::test]
+async fn environment_proxies_never_apply_to_loopback() {
+    let _env = ENV.write().await;
+    let _clear = ClearEnvOnDrop;
+    let origin = Origin::http();
+    let v6 = Origin::http_on_ipv6_loopback();
+    let Some(proxy) = Tinyproxy::start(&[origin.port()], None) else {
+        return;
+    };
+    let dead = format!("http://127.0.0.1:{}", dead_port());
+    let mut urls = vec![
+        origin.url("/lo-ip"),
+        format!("http://localhost:{}/lo-name", origin.port()),
+    ];
+    urls.extend(v6.as_ref().map(|v6| v6.url("/lo-v6")));
+    // TEST-NET-3: never reached, the request goes to the (dead) proxy first.
+    let off_loopback = "http://203.0.113.1:9/off-loopback";
+
+    set_env(&[
+        ("HTTP_PROXY", &dead),
+        ("http_proxy", &dead),
+        ("HTTPS_PROXY", &dead),
+        ("ALL_PROXY", &dead),
+    ]);
+    let manager = HttpClientManager::new();
+    #[cfg(feature = "reqwest")]
+    let reqwest_manager = rtlocal::ReqwestManager::new(rtlocal::ReqwestFactory::new());
+    #[cfg(feature = "reqwest")]
+    let reqwest_client = reqwest_manager.client().await.expect("reqwest client");
+    set_env(&[]);
+
+    let client = manager.client().await.expect("client");
+    for url in &urls {
+        let resp = client.get(url).await;
+        let resp = resp.unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!(resp.status(), 200, "{url}");
+    }
+    let err = client.get(off_loopback).await.expect_err("through nothing");
+    assert!(err.to_string().contains("(from HTTP_PROXY)"), "{err}");
+
+    #[cfg(feature = "reqwest")]
+    {
+        for url in &urls {
+            let url = url.replace("/lo-", "/reqwest-lo-");
+            let resp = reqwest_client.get(&url).send().await;
+            let resp = resp.unwrap_or_else(|e| panic!("reqwest {url}: {e}"));
+            assert_eq!(resp.status(), 200, "reqwest {url}");
+        }
+        let sent = tokio::time::timeout(HANG_GUARD, reqwest_client.get(off_loopback).send());
+        let err = sent.await.expect("hang guard: not through the dead proxy?");
+        assert!(err.is_err_and(|e| e.is_connect()), "reqwest went direct");
+    }
+    for path in ["/lo-ip", "/lo-name", "/reqwest-lo-ip", "/reqwest-lo-name"] {
+        let seen = origin.seen(path);
+        let expected = cfg!(feature = "reqwest") || !path.starts_with("/reqwest");
+        assert_eq!(seen.is_some(), expected, "{path}: {seen:?}");
+        assert!(!via_proxy(&seen), "{path}: {seen:?}");
+    }
+
+    // An explicit proxy applies to loopback.
+    let explicit = HttpClientManager::builder()
+        .proxy(Proxy::all(proxy.url()))
+        .build()
+        .expect("build");
+    let client = explicit.client().await.expect("client");
+    let resp = client.get(&origin.url("/lo-explicit")).await;
+    assert_eq!(resp.expect("through the proxy").status(), 200);
+    assert!(via_proxy(&origin.seen("/lo-explicit")));
+    assert!(
+        proxy.logged("/lo-explicit HTTP/1.1").await,
+        "{}",
+        proxy.log()
+    );
 }

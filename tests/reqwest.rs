@@ -14,7 +14,12 @@ use rtlocal::{ReqwestFactory, ReqwestManager};
 #[test]
 fn plain_shared_reqwest_client_hangs_on_an_idle_runtimes_connection() {
     let server = TestServer::start();
-    let client = reqwest::Client::new();
+    // A plain client, but not reading the proxy variables (reqwest would send these
+    // loopback requests to a HTTP_PROXY the machine sets).
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("reqwest client");
     let url = server.url("/");
     let (c, u) = (client.clone(), url.clone());
     // Thread A's runtime makes the pooled connection, then sits idle.
@@ -139,7 +144,7 @@ fn close_all_waits_for_a_tracked_reqwest_request() {
 #[test]
 fn shutdown_refuses_new_reqwest_clients() {
     let manager = ReqwestManager::new(ReqwestFactory::with_builder(|| {
-        reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(5))
+        ReqwestFactory::client_builder().pool_idle_timeout(Duration::from_secs(5))
     }));
     let rt = current_thread_rt();
     block_on_guarded(&rt, async {

@@ -1,5 +1,6 @@
 //! The `http.request` span: one per request, with the request's method, server, client
-//! and runtime, and its status or error, seen by a capturing `tracing` layer.
+//! and runtime, and its status or error, seen by a capturing `tracing` layer (through
+//! `common::trace`: one global subscriber routing to each test's capture).
 
 mod common;
 
@@ -8,7 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
-use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 use common::TestServer;
@@ -71,11 +73,15 @@ where
 
 impl Capture {
     fn requests(&self) -> Vec<Seen> {
+        self.named("http.request")
+    }
+
+    fn named(&self, name: &str) -> Vec<Seen> {
         self.spans
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .values()
-            .filter(|s| s.name == "http.request")
+            .filter(|s| s.name == name)
             .cloned()
             .collect()
     }
@@ -92,10 +98,7 @@ fn field<'a>(span: &'a Seen, name: &str) -> &'a str {
 fn a_request_has_one_span_with_its_method_server_client_runtime_and_status() {
     let server = TestServer::start();
     let capture = Capture::default();
-    let subscriber = tracing_subscriber::registry()
-        .with(capture.clone())
-        .with(tracing_subscriber::filter::LevelFilter::DEBUG);
-    let _default = tracing::subscriber::set_default(subscriber);
+    let _capture = common::trace::capture(capture.clone(), LevelFilter::DEBUG);
     let rt = common::current_thread_rt();
     let manager = rtlocal::HttpClientManager::new();
     let (client, runtime) = rt.block_on(async {
@@ -131,10 +134,7 @@ fn a_refused_connection_records_the_error_and_no_status() {
         .expect("bind")
         .port();
     let capture = Capture::default();
-    let subscriber = tracing_subscriber::registry()
-        .with(capture.clone())
-        .with(tracing_subscriber::filter::LevelFilter::DEBUG);
-    let _default = tracing::subscriber::set_default(subscriber);
+    let _capture = common::trace::capture(capture.clone(), LevelFilter::DEBUG);
     let rt = common::current_thread_rt();
     let manager = rtlocal::HttpClientManager::new();
     let err = rt.block_on(async {
@@ -199,10 +199,7 @@ fn an_error_status_marks_the_span_as_an_error() {
 fn no_span_when_the_subscriber_does_not_want_debug() {
     let server = TestServer::start();
     let capture = Capture::default();
-    let subscriber = tracing_subscriber::registry()
-        .with(capture.clone())
-        .with(tracing_subscriber::filter::LevelFilter::INFO);
-    let _default = tracing::subscriber::set_default(subscriber);
+    let _capture = common::trace::capture(capture.clone(), LevelFilter::INFO);
     let rt = common::current_thread_rt();
     let manager = rtlocal::HttpClientManager::new();
     rt.block_on(async {
@@ -225,10 +222,7 @@ fn no_span_when_the_subscriber_does_not_want_debug() {
 fn a_future_made_on_one_runtime_and_awaited_on_another_is_sent_and_traced_there() {
     let server = TestServer::start();
     let capture = Capture::default();
-    let subscriber = tracing_subscriber::registry()
-        .with(capture.clone())
-        .with(tracing_subscriber::filter::LevelFilter::DEBUG);
-    let _default = tracing::subscriber::set_default(subscriber);
+    let _capture = common::trace::capture(capture.clone(), LevelFilter::DEBUG);
     let manager = rtlocal::HttpClientManager::new();
     let rt_a = common::current_thread_rt();
     let rt_b = common::current_thread_rt();
@@ -257,4 +251,21 @@ fn a_future_made_on_one_runtime_and_awaited_on_another_is_sent_and_traced_there(
     assert_eq!(field(&spans[0], "client"), client_b.id().to_string());
     assert_eq!(field(&spans[0], "runtime"), runtime_b.to_string());
     assert_eq!(field(&spans[0], "http.response.status_code"), "200");
+}
+
+/// tracing caches a callsite's interest process-wide when it is first hit: a span first
+/// made on a thread that captures nothing must still be captured where a test does
+/// (the cause of a flaky tower-http span test; see `common::trace`).
+#[test]
+fn a_callsite_first_hit_on_a_thread_without_a_capture_is_still_captured() {
+    fn probe() -> tracing::Span {
+        tracing::debug_span!("capture.probe")
+    }
+    let capture = Capture::default();
+    let _capture = common::trace::capture(capture.clone(), LevelFilter::DEBUG);
+    std::thread::spawn(|| drop(probe()))
+        .join()
+        .expect("probe thread");
+    drop(probe());
+    assert_eq!(capture.named("capture.probe").len(), 1);
 }

@@ -162,7 +162,11 @@ async fn answer(
 
 /// Runs `fut` on a fresh `current_thread` runtime under the hang guard. Servers are
 /// started before it: they block on their own runtime while binding.
+///
+/// Installs the test binary's tracing subscriber first (see `common::trace`): any
+/// tower-http callsite a test hits is then registered after it exists.
 fn run<F: std::future::Future>(fut: F) -> F::Output {
+    common::trace::install();
     common::block_on_guarded(&common::current_thread_rt(), fut)
 }
 
@@ -277,12 +281,12 @@ where
 
 #[test]
 fn trace_layer_spans_and_events_are_observed() {
-    use tracing_subscriber::layer::SubscriberExt as _;
-
     let captured = Captured::default();
     // current_thread test runtime: everything below is polled on this thread.
-    let _guard =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(captured.clone()));
+    let _guard = common::trace::capture(
+        captured.clone(),
+        tracing_subscriber::filter::LevelFilter::TRACE,
+    );
     let server = Server::start(0);
     run(async {
         let client = rtlocal::client().await.expect("client");

@@ -16,6 +16,8 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
+pub mod trace;
+
 /// Generous upper bound for anything a test waits on: a hang guard, not a timing.
 pub const HANG_GUARD: Duration = Duration::from_secs(20);
 

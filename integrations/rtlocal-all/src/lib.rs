@@ -95,7 +95,7 @@ impl Managers {
     pub fn build(servers: &Servers) -> Result<Managers, Error> {
         let http = HttpClientManager::builder().build()?;
         let reqwest = Manager::builder(ReqwestFactory::with_builder(|| {
-            reqwest::Client::builder().timeout(BOUND)
+            ReqwestFactory::client_builder().timeout(BOUND)
         }))
         .name("reqwest")
         .build()?;

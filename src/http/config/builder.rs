@@ -30,8 +30,9 @@ use crate::manager::Sharing;
 /// and `NO_PROXY` (as curl, Go and reqwest do); [`proxy`](Builder::proxy) sets proxies
 /// explicitly instead, [`no_proxy`](Builder::no_proxy) turns proxies off. An `https`
 /// request always goes through a `CONNECT` tunnel and TLS to the origin, never in
-/// cleartext to the proxy. See [`no_proxy`](Builder::no_proxy) for the rules and why
-/// the environment is read by default.
+/// cleartext to the proxy. The variables never apply to `localhost` and loopback
+/// addresses; an explicit proxy does. See [`no_proxy`](Builder::no_proxy) for the rules
+/// and why the environment is read by default.
 ///
 /// # Examples
 ///
@@ -353,8 +354,19 @@ impl Builder {
     /// once by [`build`](Builder::build), as curl, Go and reqwest do: `HTTP_PROXY` for
     /// `http` requests, `HTTPS_PROXY` for `https` requests, `ALL_PROXY` for either when
     /// its own variable is unset, and `NO_PROXY` (host names with their subdomains, IP
-    /// addresses, CIDR blocks, `*`) to exempt destinations; the upper-case name wins over
-    /// the lower-case one. On by default because that is what these variables are for:
+    /// addresses, `[::1]` as URLs write it, CIDR blocks, `*`, each optionally with a
+    /// port; see [`Proxy::no_proxy`]) to exempt destinations; the upper-case name wins over
+    /// the lower-case one.
+    ///
+    /// The variables never apply to this machine's loopback: `localhost`, `*.localhost`,
+    /// 127.0.0.0/8 and `::1` always go direct, whatever `NO_PROXY` says (Go's
+    /// `ProxyFromEnvironment` rule). A `HTTP_PROXY` set for a network's proxy cannot
+    /// reach a server on loopback, and would see local traffic it has no business seeing.
+    /// An explicit [`proxy`](Builder::proxy) applies to loopback too (exempt it with
+    /// [`Proxy::no_proxy`]). The managed reqwest clients follow the same rule (see
+    /// `ReqwestFactory::client_builder`, feature `reqwest`).
+    ///
+    /// On by default because that is what these variables are for:
     /// a program on a network that needs a proxy works without code for it, like the
     /// other HTTP clients on the machine. Under CGI (`REQUEST_METHOD` set) they are not
     /// read (httpoxy).

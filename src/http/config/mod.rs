@@ -8,4 +8,6 @@ mod validate;
 
 pub use builder::Builder;
 pub use proxy::Proxy;
+#[cfg(feature = "reqwest")]
+pub(crate) use proxy::env_rule;
 pub(crate) use settings::Config;

@@ -15,7 +15,7 @@ use http::Uri;
 use hyper_util::client::proxy::matcher::Matcher;
 
 use crate::error::Error;
-use crate::http::connect::{ProxyRule, ProxyRules};
+use crate::http::connect::{NoProxy, ProxyRule, ProxyRules};
 use crate::http::uri::Target;
 use crate::redact;
 
@@ -110,8 +110,11 @@ impl Proxy {
     }
 
     /// Destinations that bypass this proxy, in `NO_PROXY` syntax: comma-separated host
-    /// names (each also matches its subdomains; a leading dot is allowed), IP addresses,
-    /// CIDR blocks (`10.0.0.0/8`, `fd00::/8`), or `*` for everything.
+    /// names (each also matches its subdomains; a leading dot or `*.` is allowed), IP
+    /// addresses (IPv6 bare or in brackets as in a URL: `::1`, `[::1]`), CIDR blocks
+    /// (`10.0.0.0/8`, `fd00::/8`), or `*` for everything. An entry with a port
+    /// (`[::1]:8080`, `127.0.0.1:8080`, `example.com:443`) exempts that port only, as in
+    /// Go.
     ///
     /// Default: none. The `NO_PROXY` variable does not apply to an explicit proxy; pass
     /// its value here to honour it.
@@ -133,7 +136,8 @@ impl Proxy {
                 redacted(&self.uri)
             ))
         })?;
-        let builder = Matcher::builder().no(no_list(self.no_proxy.unwrap_or_default()));
+        let no = NoProxy::parse(self.no_proxy.as_deref().unwrap_or_default());
+        let builder = Matcher::builder().no(no.matcher_list());
         let uri = self.uri.trim();
         let builder = match self.scope {
             Scope::Http => builder.http(uri),
@@ -144,6 +148,7 @@ impl Proxy {
             self.scope != Scope::Https && (self.auth.is_some() || has_userinfo(&self.uri));
         Ok(ProxyRule::new(
             builder.build(),
+            no,
             self.auth,
             "Builder::proxy",
             http_auth,
@@ -183,9 +188,7 @@ impl ProxySettings {
                 .into_iter()
                 .map(Proxy::into_rule)
                 .collect::<Result<_, _>>()?,
-            ProxySettings::FromEnv => from_env(|name| std::env::var(name).ok())
-                .into_iter()
-                .collect(),
+            ProxySettings::FromEnv => env_rule().into_iter().collect(),
         };
         Ok((!rules.is_empty()).then(|| ProxyRules::new(rules, h2c)))
     }
@@ -197,6 +200,12 @@ const ALL: [&str; 2] = ["ALL_PROXY", "all_proxy"];
 const HTTP: [&str; 2] = ["HTTP_PROXY", "http_proxy"];
 const HTTPS: [&str; 2] = ["HTTPS_PROXY", "https_proxy"];
 const NO: [&str; 2] = ["NO_PROXY", "no_proxy"];
+
+/// The rule the proxy variables of this process make, if they set a usable proxy: what
+/// `build` reads by default (and the managed reqwest clients, feature `reqwest`).
+pub(crate) fn env_rule() -> Option<ProxyRule> {
+    from_env(|name| std::env::var(name).ok())
+}
 
 /// The rule the proxy variables make, read through `get` (the real environment outside
 /// tests). A variable that is set but unusable is ignored with a warning, as if unset.
@@ -234,28 +243,18 @@ fn from_env(get: impl Fn(&str) -> Option<String>) -> Option<ProxyRule> {
     if http.is_none() && https.is_none() {
         return None;
     }
-    let no = no_list(first(NO).map(|(_, v)| v).unwrap_or_default());
+    let no = NoProxy::parse(&first(NO).map(|(_, v)| v).unwrap_or_default());
     let (http_from, https_from) = (http.as_ref().map(|h| h.0), https.as_ref().map(|h| h.0));
     let http_auth = http.as_ref().is_some_and(|h| has_userinfo(&h.1));
     let matcher = Matcher::builder()
         .http(http.map(|h| h.1).unwrap_or_default())
         .https(https.map(|h| h.1).unwrap_or_default())
-        .no(no)
+        .no(no.matcher_list())
         .build();
     tracing::debug!(?matcher, "proxies from the environment");
     Some(ProxyRule::from_env(
-        matcher, http_from, https_from, http_auth,
+        matcher, no, http_from, https_from, http_auth,
     ))
-}
-
-/// A `NO_PROXY` list for the matcher. Its `*` matches every host name but no IP
-/// address; curl's matches everything, which is what users mean: add every address.
-fn no_list(list: String) -> String {
-    if list.split(',').any(|entry| entry.trim() == "*") {
-        format!("{list},0.0.0.0/0,::/0")
-    } else {
-        list
-    }
 }
 
 /// What is wrong with a proxy URI, if anything: only `http://host[:port]` proxies are
@@ -377,6 +376,37 @@ mod tests {
             route(&rule, "http://notinternal.example/").as_deref(),
             Some("upper:1")
         );
+
+        let all = from_env(env(&[("ALL_PROXY", "p:1"), ("NO_PROXY", "")])).expect("a rule");
+        // Never loopback, whatever NO_PROXY says; an explicit proxy does apply to it.
+        for direct in [
+            "http://localhost:8080/",
+            "https://api.localhost/",
+            "http://127.0.0.1:8080/",
+            "http://127.1.2.3/",
+            "http://[::1]/",
+        ] {
+            assert_eq!(route(&all, direct), None, "{direct} went through the proxy");
+        }
+        let explicit = Proxy::all("http://p:1").into_rule().expect("rule");
+        assert_eq!(
+            route(&explicit, "http://127.0.0.1:8080/").as_deref(),
+            Some("p:1")
+        );
+        assert_eq!(
+            route(&explicit, "http://localhost/").as_deref(),
+            Some("p:1")
+        );
+
+        // IPv6 addresses as URLs write them, with and without a port.
+        let v6 = from_env(env(&[
+            ("HTTP_PROXY", "p:1"),
+            ("NO_PROXY", "[fd00::1], [fd00::2]:8080"),
+        ]))
+        .expect("a rule");
+        assert_eq!(route(&v6, "http://[fd00::1]:9/"), None);
+        assert_eq!(route(&v6, "http://[fd00::2]:8080/"), None);
+        assert_eq!(route(&v6, "http://[fd00::2]:8081/").as_deref(), Some("p:1"));
 
         let all_only = from_env(env(&[("all_proxy", "http://all:4")])).expect("a rule");
         assert_eq!(route(&all_only, "http://a.test/").as_deref(), Some("all:4"));

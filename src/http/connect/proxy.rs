@@ -19,10 +19,11 @@ use std::fmt;
 use http::header::PROXY_AUTHORIZATION;
 use http::{HeaderValue, Request, Uri};
 use hyper_util::client::legacy::connect::proxy::Tunnel;
-use hyper_util::client::proxy::matcher::Matcher;
+use hyper_util::client::proxy::matcher::{Intercept, Matcher};
 
 use crate::error::BoxError;
 use crate::http::connect::connector::{OpenTcp, connect_uri};
+use crate::http::connect::no_proxy::{NoProxy, is_loopback};
 use crate::http::connect::socket::TrackedTcp;
 use crate::http::uri::Target;
 
@@ -41,6 +42,10 @@ pub(crate) struct ProxyRules {
 /// One proxy setting: a matcher (proxy per scheme, `NO_PROXY`) and its credentials.
 pub(crate) struct ProxyRule {
     matcher: Matcher,
+    /// The `NO_PROXY` list; its entries without a port are also in `matcher`.
+    no: NoProxy,
+    /// Proxy variables never apply to loopback (Go's rule); an explicit proxy does.
+    loopback_direct: bool,
     /// `Proxy::basic_auth`, which wins over credentials in the proxy URI.
     auth: Option<HeaderValue>,
     /// Where the setting came from, for messages (`HTTP_PROXY`, `Builder::proxy`).
@@ -65,12 +70,15 @@ impl ProxyRule {
     /// `http_auth`: whether it has credentials for plain `http` requests.
     pub(crate) fn new(
         matcher: Matcher,
+        no: NoProxy,
         auth: Option<HeaderValue>,
         from: &'static str,
         http_auth: bool,
     ) -> Self {
         ProxyRule {
             matcher,
+            no,
+            loopback_direct: false,
             auth,
             from_http: from,
             from_https: from,
@@ -82,12 +90,15 @@ impl ProxyRule {
     /// came from.
     pub(crate) fn from_env(
         matcher: Matcher,
+        no: NoProxy,
         http: Option<&'static str>,
         https: Option<&'static str>,
         http_auth: bool,
     ) -> Self {
         ProxyRule {
             matcher,
+            no,
+            loopback_direct: true,
             auth: None,
             from_http: http.unwrap_or("the environment"),
             from_https: https.unwrap_or("the environment"),
@@ -95,9 +106,20 @@ impl ProxyRule {
         }
     }
 
+    /// The proxy (as the matcher gives it) for `dst`, if this rule sends it through one.
+    pub(crate) fn intercept(&self, dst: &Uri) -> Option<Intercept> {
+        if self.loopback_direct && is_loopback(dst) {
+            return None;
+        }
+        if self.no.exempts_by_port(dst) {
+            return None;
+        }
+        self.matcher.intercept(dst)
+    }
+
     /// The proxy for `dst`, if this rule sends it through one.
     pub(crate) fn route(&self, dst: &Uri) -> Option<Result<Via, BoxError>> {
-        let intercept = self.matcher.intercept(dst)?;
+        let intercept = self.intercept(dst)?;
         let from = if dst.scheme_str() == Some("https") {
             self.from_https
         } else {
@@ -136,6 +158,8 @@ impl fmt::Debug for ProxyRule {
         // The matcher shows proxy addresses, never credentials.
         f.debug_struct("ProxyRule")
             .field("matcher", &self.matcher)
+            .field("no_proxy_by_port", &self.no)
+            .field("loopback_direct", &self.loopback_direct)
             .field("basic_auth", &self.auth.is_some())
             .field("from_http", &self.from_http)
             .field("from_https", &self.from_https)
@@ -281,11 +305,12 @@ mod tests {
     use super::*;
 
     fn rules(no: &str) -> ProxyRules {
+        let no = NoProxy::parse(no);
         let matcher = Matcher::builder()
             .all("http://user:pass@proxy.test:3128")
-            .no(no)
+            .no(no.matcher_list())
             .build();
-        ProxyRules::new(vec![ProxyRule::new(matcher, None, "test", true)], false)
+        ProxyRules::new(vec![ProxyRule::new(matcher, no, None, "test", true)], false)
     }
 
     fn authorized(rules: &ProxyRules, uri: &str, preset: bool) -> Option<String> {
