@@ -165,10 +165,7 @@ fn a_refused_connection_records_the_error_and_no_status() {
 fn an_error_status_marks_the_span_as_an_error() {
     let server = TestServer::start();
     let capture = Capture::default();
-    let subscriber = tracing_subscriber::registry()
-        .with(capture.clone())
-        .with(tracing_subscriber::filter::LevelFilter::DEBUG);
-    let _default = tracing::subscriber::set_default(subscriber);
+    let _capture = common::trace::capture(capture.clone(), LevelFilter::DEBUG);
     let rt = common::current_thread_rt();
     let manager = rtlocal::HttpClientManager::new();
     rt.block_on(async {
