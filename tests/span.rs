@@ -146,7 +146,7 @@ fn a_refused_connection_records_the_error_and_no_status() {
     let span = &spans[0];
     assert_eq!(field(span, "http.request.method"), "GET");
     assert_eq!(field(span, "server.port"), port.to_string());
-    assert_eq!(field(span, "error"), err.to_string());
+    assert_eq!(field(span, "error"), format!("{err:#}"));
     assert!(
         !span.fields.contains_key("http.response.status_code"),
         "{span:?}"

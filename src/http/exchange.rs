@@ -130,7 +130,8 @@ fn settle(
                 span.record("http.response.status_code", resp.status().as_u16());
             }
             Err(e) => {
-                span.record("error", tracing::field::display(e));
+                // The whole chain on one line: a span field has no `source()` to walk.
+                span.record("error", tracing::field::display(format_args!("{e:#}")));
             }
         }
     }

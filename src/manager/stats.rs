@@ -286,8 +286,9 @@ impl fmt::Display for CloseReport {
                 self.not_closed_on_wire
             )?;
         }
+        // A report is printed with `{}`: each failure with its whole chain.
         for e in &self.failed {
-            write!(f, "; {e}")?;
+            write!(f, "; {e:#}")?;
         }
         Ok(())
     }
