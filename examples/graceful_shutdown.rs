@@ -69,7 +69,7 @@ async fn handle(upstream: Arc<String>) -> Result<Response<Full<Bytes>>, Infallib
     Ok(match reply.await {
         Ok(body) => Response::new(Full::new(body)),
         Err(e) => {
-            let mut r = Response::new(Full::new(Bytes::from(format!("upstream failed: {e}\n"))));
+            let mut r = Response::new(Full::new(Bytes::from(format!("upstream failed: {e:#}\n"))));
             *r.status_mut() = StatusCode::BAD_GATEWAY;
             r
         }
@@ -220,7 +220,7 @@ async fn main() {
     if demo {
         for h in demo_in_flight {
             if let Ok(Err(e)) = h.await {
-                println!("demo: a request failed: {e}");
+                println!("demo: a request failed: {e:#}");
             }
         }
         let ok = demo_ok.load(Ordering::SeqCst);

@@ -23,7 +23,12 @@ impl StdError for ClientClosed {}
 ///
 /// Opaque on purpose: ask it what happened with the `is_*` predicates, and walk
 /// [`source()`](StdError::source) for the underlying hyper, hyper-util or I/O error.
-/// `Display` is a lowercase sentence that says what to do about it.
+///
+/// `Display` (`{}`) is this error's own message only: a lowercase sentence that says
+/// what to do about it, never the cause's text, which is reached through `source()`.
+/// So anyhow's `{:?}` and `{:#}`, and tracing's error reporters, print each link of
+/// the chain once. The alternate form `{:#}` prints the whole chain on one line,
+/// joined by ": " (as anyhow's `{:#}` does), for code that prints errors with `{}`.
 ///
 /// Cloning is cheap (one `Arc`), so one failure can be handed to every caller that
 /// was waiting on the same client build.
@@ -35,7 +40,10 @@ impl StdError for ClientClosed {}
 /// let err = rtlocal::client().await.unwrap().get("http://127.0.0.1:1/").await.unwrap_err();
 /// assert!(err.is_connect());
 /// assert!(std::error::Error::source(&err).is_some()); // the underlying hyper-util error
-/// println!("{err}"); // could not connect to the server
+/// println!("{err}"); // could not connect to the server (...)
+/// println!("{err:#}"); // ...: client error (Connect): ...: Connection refused (os error 111)
+/// assert!(format!("{err:#}").contains("127.0.0.1:1"));
+/// assert!(!err.to_string().contains("127.0.0.1:1")); // the cause's text is not repeated
 /// # }
 /// ```
 #[derive(Clone)]
@@ -102,15 +110,14 @@ impl Error {
         }
     }
 
-    /// An error caused by `source`, whose messages (the whole chain) `Display` repeats,
-    /// so the message says what went wrong without walking `source()`.
+    /// An error of `kind` caused by `source`, reached through `source()` (`Display`
+    /// shows only the kind's message; `{:#}` adds the chain).
     pub(crate) fn with_source(kind: Kind, source: impl Into<BoxError>) -> Self {
-        let source = source.into();
         Error {
             inner: Arc::new(Inner {
                 kind,
-                detail: Some(chain_text(&*source)),
-                source: Some(source),
+                detail: None,
+                source: Some(source.into()),
             }),
         }
     }
@@ -154,27 +161,23 @@ impl Error {
     /// source chain, and everything else as a request error.
     #[cfg(not(rtlocal_loom))]
     pub(crate) fn from_client(err: hyper_util::client::legacy::Error) -> Self {
-        // hyper-util's own message ("client error (Connect)") says less than its causes.
-        let causes = err.source().map_or_else(|| err.to_string(), chain_text);
         if err.is_connect() {
             let kind = if chain_has_timeout(&err) {
                 Kind::ConnectTimeout
             } else {
                 Kind::Connect
             };
-            return Error::with_detail_and_source(kind, causes, err);
+            return Error::with_source(kind, err);
         }
         if chain_is_closed_client(&err) {
             return Error::with_detail_and_source(
                 Kind::Closed,
-                format!(
-                    "its connections were shut down while the request was being sent \
-                     ({causes}); send the request again: it goes to a fresh client"
-                ),
+                "its connections were shut down while the request was being sent; send the \
+                 request again: it goes to a fresh client",
                 err,
             );
         }
-        Error::with_detail_and_source(Kind::Request, causes, err)
+        Error::with_source(Kind::Request, err)
     }
 
     /// An error from a [`ClientFactory`](crate::ClientFactory) that could not build a
@@ -184,11 +187,14 @@ impl Error {
     /// let io = std::io::Error::other("no credentials configured");
     /// let e = rtlocal::Error::build(io);
     /// assert!(e.is_build());
-    /// assert!(e.to_string().contains("no credentials configured"));
+    /// assert_eq!(e.to_string(), "the client factory could not build a client");
+    /// assert_eq!(
+    ///     format!("{e:#}"),
+    ///     "the client factory could not build a client: no credentials configured"
+    /// );
     /// ```
     pub fn build(source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
-        let source = source.into();
-        Error::with_detail_and_source(Kind::Build, chain_text(&*source), source)
+        Error::with_source(Kind::Build, source)
     }
 
     /// A URI refused before anything was sent, for connectors and factories outside this
@@ -294,28 +300,6 @@ fn chain_is_closed_client(err: &(dyn StdError + 'static)) -> bool {
     false
 }
 
-/// Every message of an error chain, outermost first, joined by ": "; a message that
-/// merely repeats the one before it (wrappers often do) is left out.
-fn chain_text(err: &(dyn StdError + 'static)) -> String {
-    let mut text = String::new();
-    let mut last = String::new();
-    let mut cur = Some(err);
-    // Bounded: a cyclic or absurdly deep chain must not make Display loop or grow.
-    for _ in 0..16 {
-        let Some(e) = cur else { break };
-        let msg = e.to_string();
-        if !msg.is_empty() && !last.contains(&msg) {
-            if !text.is_empty() {
-                text.push_str(": ");
-            }
-            text.push_str(&msg);
-        }
-        last = msg;
-        cur = e.source();
-    }
-    text
-}
-
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let what = match self.inner.kind {
@@ -351,8 +335,28 @@ impl fmt::Display for Error {
         if let Some(detail) = &self.inner.detail {
             write!(f, ": {detail}")?;
         }
+        if f.alternate() {
+            write_chain(f, self.source())?;
+        }
         Ok(())
     }
+}
+
+/// Writes `": "` and the message of each link from `source` on, outermost first, as
+/// anyhow's `{:#}` does (each link's own `Display`, not its alternate form, so a link
+/// that prints its own chain in `{:#}` is not printed twice).
+fn write_chain(
+    f: &mut fmt::Formatter<'_>,
+    source: Option<&(dyn StdError + 'static)>,
+) -> fmt::Result {
+    let mut cur = source;
+    // Bounded: a cyclic or absurdly deep chain must not make Display loop.
+    for _ in 0..32 {
+        let Some(e) = cur else { break };
+        write!(f, ": {e}")?;
+        cur = e.source();
+    }
+    Ok(())
 }
 
 impl fmt::Debug for Error {
@@ -392,7 +396,7 @@ mod tests {
     }
 
     #[test]
-    fn display_repeats_the_cause_chain_once() {
+    fn display_is_its_own_message_and_alternate_adds_the_chain() {
         #[derive(Debug)]
         struct Outer(std::io::Error);
         impl fmt::Display for Outer {
@@ -407,16 +411,20 @@ mod tests {
         }
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset");
         let e = Error::with_source(Kind::Body, Outer(io));
+        assert_eq!(e.to_string(), "reading the response body failed");
         assert_eq!(
-            e.to_string(),
+            format!("{e:#}"),
             "reading the response body failed: error reading a body from connection: \
              connection reset"
         );
         let b = Error::build(std::io::Error::other("no credentials"));
+        assert_eq!(b.to_string(), "the client factory could not build a client");
         assert_eq!(
-            b.to_string(),
+            format!("{b:#}"),
             "the client factory could not build a client: no credentials"
         );
+        let d = Error::config("close_timeout must be greater than zero");
+        assert_eq!(format!("{d:#}"), d.to_string());
     }
 
     #[test]

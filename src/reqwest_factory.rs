@@ -46,9 +46,9 @@ pub type ReqwestManager = Manager<ReqwestFactory>;
 /// next polls its task (after the last handle on the client is dropped) or drops it.
 /// Closing a managed reqwest client (on a runtime change, `close_all`, `shutdown`, a
 /// thread's exit) stops the manager handing it out, waits for requests counted with
-/// [`Managed::track`](crate::Managed::track), checks whether the client's runtime is
-/// running (a no-op task spawned on it must run within 100 ms; see
-/// [`ClientFactory::needs_runtime_to_close`]) and lets go of the manager's handle:
+/// [`Managed::track`](crate::Managed::track), lets go of the manager's handle and checks
+/// whether the client's runtime is running (a no-op task spawned on it must run within
+/// 100 ms; see [`ClientFactory::needs_runtime_to_close`]):
 ///
 /// * the runtime runs (a `multi_thread` runtime, a `current_thread` runtime inside
 ///   `block_on`), or it is being torn down: the connections close on the wire as soon as

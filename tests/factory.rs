@@ -173,7 +173,10 @@ fn a_build_error_reaches_every_caller_and_names_the_cause() {
     });
     for e in errors {
         assert!(e.is_build(), "{e}");
-        assert!(e.to_string().contains("no credentials configured"), "{e}");
+        assert!(
+            format!("{e:#}").contains("no credentials configured"),
+            "{e:#}"
+        );
         assert!(std::error::Error::source(&e).is_some());
     }
     assert_eq!(m.stats().clients_created, 0);

@@ -568,7 +568,7 @@ async fn https_goes_through_connect_then_tls() {
         .get(&wrong_name)
         .await
         .expect_err("name mismatch accepted");
-    let msg = format!("{err}");
+    let msg = format!("{err:#}");
     assert!(err.is_connect(), "{msg}");
     assert!(msg.contains("certificate"), "{msg}");
     assert!(origin.seen("/wrong-name").is_none());
@@ -744,7 +744,7 @@ async fn proxy_credentials_reach_the_proxy() {
             .get(&url)
             .await
             .expect_err("tunnel without credentials");
-        let msg = err.to_string();
+        let msg = format!("{err:#}");
         assert!(err.is_connect(), "{msg}");
         assert!(msg.contains("CONNECT through proxy 127.0.0.1:"), "{msg}");
         assert!(msg.contains("authorization required"), "{msg}");
@@ -774,7 +774,7 @@ async fn unreachable_proxy_is_a_connect_error_naming_it() {
             .get(&url)
             .await
             .expect_err("connected through nothing");
-        let msg = err.to_string();
+        let msg = format!("{err:#}");
         assert!(err.is_connect(), "{url}: {msg}");
         assert!(
             msg.contains(&format!("proxy 127.0.0.1:{port} (from Builder::proxy)")),
@@ -920,7 +920,7 @@ async fn h2c_through_a_proxy_is_refused() {
         .get(&origin.url("/h2c"))
         .await
         .expect_err("h2c via proxy");
-    assert!(err.to_string().contains("h2c"), "{err}");
+    assert!(format!("{err:#}").contains("h2c"), "{err:#}");
     assert_eq!(origin.accepted(), 0);
 }
 
@@ -1122,7 +1122,7 @@ async fn environment_proxies_never_apply_to_loopback() {
         assert_eq!(resp.status(), 200, "{url}");
     }
     let err = client.get(off_loopback).await.expect_err("through nothing");
-    assert!(err.to_string().contains("(from HTTP_PROXY)"), "{err}");
+    assert!(format!("{err:#}").contains("(from HTTP_PROXY)"), "{err:#}");
 
     #[cfg(feature = "reqwest")]
     {

@@ -150,7 +150,11 @@ fn settle(
             Err(e) => {
                 span.record("error.type", error_type(e));
                 span.record("otel.status_code", "ERROR");
-                span.record("otel.status_description", tracing::field::display(e));
+                // The whole chain on one line: a span field has no `source()` to walk.
+                span.record(
+                    "otel.status_description",
+                    tracing::field::display(format_args!("{e:#}")),
+                );
             }
         }
     }

@@ -281,12 +281,12 @@ impl From<UriError> for Error {
     }
 }
 
-/// The error for a string that does not parse as a URI at all.
+/// The error for a string that does not parse as a URI at all; why is `e`, the source.
 pub(crate) fn unparsable(text: &str, e: http::uri::InvalidUri) -> Error {
     Error::with_detail_and_source(
         Kind::InvalidUri,
         format!(
-            "{:?} does not parse ({e}): give an absolute URI such as http://host:port/path",
+            "{:?} does not parse: give an absolute URI such as http://host:port/path",
             redact::text(text)
         ),
         e,

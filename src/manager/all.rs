@@ -83,6 +83,15 @@ impl ShutdownReport {
     pub fn failed(&self) -> usize {
         self.managers.iter().map(|m| m.report.failed.len()).sum()
     }
+
+    /// Clients closed but not closed on the wire, across every manager
+    /// ([`CloseReport::not_closed_on_wire`]; each manager's line names the runtimes).
+    pub fn not_closed_on_wire(&self) -> usize {
+        self.managers
+            .iter()
+            .map(|m| m.report.not_closed_on_wire)
+            .sum()
+    }
 }
 
 impl fmt::Display for ShutdownReport {
@@ -96,6 +105,10 @@ impl fmt::Display for ShutdownReport {
             self.forced(),
             self.failed()
         )?;
+        let left_open = self.not_closed_on_wire();
+        if left_open > 0 {
+            write!(f, ", {left_open} not closed on the wire")?;
+        }
         for m in &self.managers {
             write!(f, "\n  {}: {}", m.name, m.report)?;
         }

@@ -70,6 +70,7 @@ impl<F: ClientFactory> Shared<F> {
             shared: self,
             handle: Some(&handle),
             slot: Some(&slot),
+            left_open: None,
         };
         let client = lifecycle::acquire(&runner, &self.gate, &slot, &key).await?;
         hot::remember(&client, &key);

@@ -111,15 +111,20 @@ pub trait ClientFactory: Send + Sync + 'static {
     /// runtime: their connections are tasks of that runtime, which close their sockets
     /// only when the runtime next polls them (or drops them), and neither
     /// [`close`](ClientFactory::close) nor [`abort`](ClientFactory::abort) can reach the
-    /// sockets from outside. `reqwest::Client`s are such clients.
+    /// sockets from outside. `reqwest::Client`s and redis `ConnectionManager`s are such
+    /// clients.
     ///
     /// When `true`, each close (on a runtime change, `close_all`, `shutdown`, a thread's
     /// exit) ends by checking whether the client's runtime is running: a no-op task is
-    /// spawned on it and given up to 100 ms (within the close timeout) to run. A runtime
+    /// spawned on it and given up to 100 ms (within the close timeout) to run. `close_all`
+    /// and `shutdown` check once the manager has let go of the clients they closed, so
+    /// the probe queues behind the tasks their drop aborted: a runtime that runs it (the
+    /// one awaiting `close_all`, say) has closed the sockets of clients nobody else holds. A runtime
     /// that runs it will poll the connection tasks, which close once the client is
     /// dropped; a runtime torn down drops them. One that does not (an idle
     /// `current_thread` runtime nobody drives, a blocked one) leaves the sockets open: the
-    /// close is counted in [`CloseReport::not_closed_on_wire`](crate::CloseReport) and
+    /// close is counted in [`CloseReport::not_closed_on_wire`](crate::CloseReport), whose
+    /// `Display` names that runtime, and in
     /// [`Stats::clients_not_closed_on_wire`](crate::Stats). The check costs that wait,
     /// at most, per close.
     ///

@@ -73,6 +73,21 @@ pub(crate) struct Entry<F: ClientFactory> {
 /// ([`ClientFactory::needs_runtime_to_close`]).
 const RUNTIME_PROBE: Duration = Duration::from_millis(100);
 
+/// When a close checks that the client's runtime runs
+/// ([`ClientFactory::needs_runtime_to_close`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum WireCheck {
+    /// The close waits for the answer (bounded) and reports it: a thread's exit.
+    Await,
+    /// On the closer, only the statistic learns the answer: a replacement, whose caller
+    /// waits for this close.
+    Background,
+    /// Not here: the caller checks once it has let go of the client
+    /// ([`unclosed_on_wire`]), since the connections close only when the runtime runs
+    /// *after* the last handle is gone: `close_all` and `shutdown`.
+    Deferred,
+}
+
 /// How a close ends, after the lifecycle says this caller is the one that closes.
 #[derive(Clone, Copy)]
 enum Finish {
@@ -173,14 +188,8 @@ impl<F: ClientFactory> Managed<F> {
     /// closer's timer).
     ///
     /// A client whose factory needs its runtime to close ([`ClientFactory::needs_runtime_to_close`])
-    /// is then checked: does that runtime still run? With `report_wire` the close waits for
-    /// the answer (bounded) and reports it; without (a replacement, whose caller waits for
-    /// this close) the check runs on the closer and only the statistic learns the answer.
-    pub(crate) async fn close_graceful(
-        &self,
-        timeout: Duration,
-        report_wire: bool,
-    ) -> CloseOutcome {
+    /// is then checked, as `wire` says: does that runtime still run?
+    pub(crate) async fn close_graceful(&self, timeout: Duration, wire: WireCheck) -> CloseOutcome {
         let inner = &self.inner;
         inner.life.begin_close();
         if inner.life.phase() == Phase::Closed {
@@ -200,17 +209,27 @@ impl<F: ClientFactory> Managed<F> {
             inner.outcome(inner.shut("deadline", Finish::Deadline), true)
         };
         if let (true, Some(runtime)) = (outcome.closed_now, &inner.needs_runtime) {
-            if report_wire {
-                let budget = timer.remaining(deadline).max(Duration::from_millis(10));
-                outcome.not_closed_on_wire = !self.check_wire(runtime, budget).await;
-            } else {
-                let (client, runtime) = (self.clone(), runtime.clone());
-                closer::spawn(async move {
-                    let _ = client.check_wire(&runtime, RUNTIME_PROBE).await;
-                });
+            match wire {
+                WireCheck::Await => {
+                    let budget = timer.remaining(deadline).max(Duration::from_millis(10));
+                    outcome.not_closed_on_wire = !self.check_wire(runtime, budget).await;
+                }
+                WireCheck::Background => {
+                    let (client, runtime) = (self.clone(), runtime.clone());
+                    closer::spawn(async move {
+                        let _ = client.check_wire(&runtime, RUNTIME_PROBE).await;
+                    });
+                }
+                WireCheck::Deferred => {}
             }
         }
         outcome
+    }
+
+    /// The runtime a close must check runs, for a factory whose clients need it
+    /// ([`ClientFactory::needs_runtime_to_close`]).
+    pub(crate) fn runtime_to_check(&self) -> Option<&Handle> {
+        self.inner.needs_runtime.as_ref()
     }
 
     /// Whether the closed client's runtime runs (so its connections close); counted and
@@ -289,6 +308,47 @@ async fn runtime_runs(runtime: &Handle, bound: Duration) -> bool {
     // A probe still queued when we give up stays harmless: it runs, or is dropped with
     // its runtime.
     timer.until(timer.after(bound), probe).await.is_some()
+}
+
+/// Of the closed clients whose runtimes are `runtimes` (one entry per client, the
+/// manager's handles on them already let go of), how many were left to a runtime that
+/// does not run a probe task within `budget` (at most [`RUNTIME_PROBE`]), and those
+/// runtimes, each once. Each runtime is probed once, all at the same time; a probe
+/// spawned now queues behind the tasks the dropped clients aborted, so a runtime that
+/// runs it has closed their sockets.
+pub(crate) async fn unclosed_on_wire(
+    runtimes: Vec<Handle>,
+    budget: Duration,
+    counters: &Counters,
+) -> (usize, Vec<runtime::Id>) {
+    let mut distinct: Vec<(Handle, usize)> = Vec::new();
+    for handle in runtimes {
+        match distinct.iter_mut().find(|(h, _)| h.id() == handle.id()) {
+            Some((_, clients)) => *clients += 1,
+            None => distinct.push((handle, 1)),
+        }
+    }
+    let bound = RUNTIME_PROBE.min(budget);
+    let runs =
+        futures_util::future::join_all(distinct.iter().map(|(h, _)| runtime_runs(h, bound))).await;
+    let mut left_open = (0, Vec::new());
+    for ((handle, clients), runs) in distinct.into_iter().zip(runs) {
+        if runs {
+            continue;
+        }
+        for _ in 0..clients {
+            Counters::inc(&counters.clients_not_closed_on_wire);
+        }
+        tracing::debug!(
+            runtime = %handle.id(),
+            clients,
+            "clients closed, but their runtime is not running: their connections stay \
+             open until that runtime runs again or is dropped"
+        );
+        left_open.0 += clients;
+        left_open.1.push(handle.id());
+    }
+    left_open
 }
 
 impl<F: ClientFactory> Entry<F> {

@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use tokio::runtime::{self, Handle};
 
 use super::factory::ClientFactory;
-use super::managed::Managed;
+use super::managed::{self, Managed, WireCheck};
 use super::options::Options;
 use super::stats::{CloseReport, Counters};
 use super::timer::TokioTimer;
@@ -86,19 +86,29 @@ impl<F: ClientFactory> Shared<F> {
     /// `close_all` and `shutdown`: the core's retire-all over every slot.
     pub(crate) async fn retire_all(self: &Arc<Self>, timeout: Duration) -> CloseReport {
         let start = Instant::now();
+        let left_open = Mutex::new(Vec::new());
         let runner = Runner {
             shared: self,
             handle: None,
             slot: None,
+            left_open: Some(&left_open),
         };
         let retired = lifecycle::retire_all(&runner, self.all_slots(), timeout).await;
+        // The slots have let go of the closed clients by now: a runtime that runs from
+        // here on polls the tasks their drop aborted.
+        let budget = timeout
+            .saturating_sub(start.elapsed())
+            .max(Duration::from_millis(10));
+        let (left_open, left_to) =
+            managed::unclosed_on_wire(left_open.into_inner(), budget, &self.counters).await;
         CloseReport {
             closed: retired.closed,
             forced: retired.forced,
             in_flight_cut: retired.in_flight_cut,
             failed: retired.failed,
             waited_for_replacement: retired.waited_for_replacement,
-            not_closed_on_wire: retired.not_closed_on_wire,
+            not_closed_on_wire: retired.not_closed_on_wire + left_open,
+            not_closed_on_wire_runtimes: left_to,
             elapsed: start.elapsed(),
         }
     }
@@ -194,6 +204,10 @@ pub(crate) struct Runner<'a, F: ClientFactory> {
     pub(crate) shared: &'a Arc<Shared<F>>,
     pub(crate) handle: Option<&'a Handle>,
     pub(crate) slot: Option<&'a Arc<ManagedSlot<F>>>,
+    /// Where `close_all`/`shutdown` collect the runtimes of the clients they closed
+    /// whose factory needs the runtime to close them, one entry per client: checked once
+    /// the slots have let go of the clients ([`WireCheck::Deferred`]).
+    pub(crate) left_open: Option<&'a Mutex<Vec<Handle>>>,
 }
 
 impl<F: ClientFactory> Driver for Runner<'_, F> {
@@ -228,7 +242,20 @@ impl<F: ClientFactory> Driver for Runner<'_, F> {
         // A replacement (a caller's `client()` waits for it) does not wait to learn
         // whether the stale client's runtime still runs; close_all, shutdown and exit
         // closes report it.
-        client.close_graceful(budget, self.slot.is_none()).await
+        let wire = match (self.left_open, self.slot) {
+            (Some(_), _) => WireCheck::Deferred,
+            (None, None) => WireCheck::Await,
+            (None, Some(_)) => WireCheck::Background,
+        };
+        let outcome = client.close_graceful(budget, wire).await;
+        if let (true, Some(left_open), Some(runtime)) = (
+            outcome.closed_now,
+            self.left_open,
+            client.runtime_to_check(),
+        ) {
+            left_open.lock().push(runtime.clone());
+        }
+        outcome
     }
 
     fn replaced(&self, stale: &Managed<F>, outcome: CloseOutcome) {

@@ -170,7 +170,7 @@ pub struct Stats {
     /// blocked), so their sockets stay open until that runtime runs again or is dropped.
     /// Only factories whose clients need their runtime to close count here
     /// ([`ClientFactory::needs_runtime_to_close`](crate::ClientFactory::needs_runtime_to_close):
-    /// `ReqwestFactory` (feature `reqwest`)); always 0 for
+    /// `ReqwestFactory` (feature `reqwest`), rtlocal-redis's `RedisFactory`); always 0 for
     /// [`HttpClientManager`](crate::HttpClientManager), which shuts its sockets from
     /// outside.
     pub clients_not_closed_on_wire: u64,
@@ -261,10 +261,13 @@ pub struct CloseReport {
     /// (idle, or blocked), so their sockets stay open until that runtime runs again or is
     /// dropped. Only factories whose clients need their runtime to close count here
     /// ([`ClientFactory::needs_runtime_to_close`](crate::ClientFactory::needs_runtime_to_close):
-    /// `ReqwestFactory` (feature `reqwest`)); always 0 for
+    /// `ReqwestFactory` (feature `reqwest`), rtlocal-redis's `RedisFactory`); always 0 for
     /// [`HttpClientManager`](crate::HttpClientManager), which shuts its sockets from
     /// outside. `Display` mentions it only when it is not 0.
     pub not_closed_on_wire: usize,
+    /// The runtimes holding those clients' connections, each once: they close when that
+    /// runtime runs again or is dropped. `Display` names them.
+    pub not_closed_on_wire_runtimes: Vec<tokio::runtime::Id>,
     /// How long the call took.
     pub elapsed: Duration,
 }
@@ -283,12 +286,20 @@ impl fmt::Display for CloseReport {
         if self.not_closed_on_wire > 0 {
             write!(
                 f,
-                ", {} not closed on the wire (left to an idle runtime)",
+                ", {} not closed on the wire (their connections are tasks of runtime(s) ",
                 self.not_closed_on_wire
             )?;
+            for (i, id) in self.not_closed_on_wire_runtimes.iter().enumerate() {
+                let sep = if i == 0 { "" } else { ", " };
+                write!(f, "{sep}{id}")?;
+            }
+            f.write_str(
+                ", which did not run: they close when their runtime runs again or is dropped)",
+            )?;
         }
+        // A report is printed with `{}`: each failure with its whole chain.
         for e in &self.failed {
-            write!(f, "; {e}")?;
+            write!(f, "; {e:#}")?;
         }
         Ok(())
     }

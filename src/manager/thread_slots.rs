@@ -89,6 +89,7 @@ impl<F: ClientFactory> Watch for SlotWatch<F> {
                 shared: &closer_shared,
                 handle: None,
                 slot: None,
+                left_open: None,
             };
             let mine = |_: &Managed<F>, key: &Binding| key.thread == Some(token);
             if lifecycle::retire_exited(&runner, &slot, mine, first).await {

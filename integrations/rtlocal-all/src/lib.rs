@@ -193,7 +193,7 @@ impl Managers {
 async fn bounded(what: &str, fut: impl Future<Output = Result<(), Error>>) -> Result<(), Error> {
     match tokio::time::timeout(BOUND, fut).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(format!("{what}: {e}").into()),
+        Ok(Err(e)) => Err(format!("{what}: {e:#}").into()),
         Err(_) => Err(format!("{what}: no answer within {BOUND:?}").into()),
     }
 }

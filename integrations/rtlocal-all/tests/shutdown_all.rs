@@ -99,6 +99,23 @@ fn shutdown_all_closes_every_kind_of_client_and_every_server_sees_zero_connectio
         "the gRPC server sees no connection while the runtime idles"
     );
 
+    // redis has no close of its own: with the clients' runtime idle, its connection is
+    // still open, and the report says so (what the server sees, against the report).
+    let redis_left = report
+        .managers
+        .iter()
+        .find(|m| m.name == "redis")
+        .map(|m| m.report.not_closed_on_wire)
+        .expect("a line for redis");
+    let redis = settle(HANG_GUARD, redis_left, || {
+        servers.redis.connections().expect("CLIENT LIST")
+    });
+    assert_eq!(
+        (redis, redis_left),
+        (1, 1),
+        "redis: the server's connections against the report's not_closed_on_wire: {report}"
+    );
+
     // Every manager refuses clients now.
     let not_refusing = rt.block_on(managers.not_refusing());
     assert!(

@@ -41,22 +41,34 @@
 //!
 //! # What "closed" means
 //!
-//! redis offers no way to close a `ConnectionManager`: its socket is owned by a task,
-//! aborted when the last clone is dropped. So a close (on a runtime change,
-//! [`close_all`](rtlocal::Manager::close_all), [`shutdown`](rtlocal::Manager::shutdown))
-//! stops the manager handing the client out and waits (up to the close timeout) for
-//! requests counted with [`Managed::track`](rtlocal::Managed::track); there is nothing
-//! else to await, so [`CloseReport`](rtlocal::CloseReport) counts it as closed, not
-//! forced. Then the socket closes:
+//! redis offers no way to close a `ConnectionManager` or reach its socket: the socket is
+//! owned by a task of the runtime that connected, aborted when the last clone is dropped,
+//! and an abort takes effect only when that runtime next polls the task (or drops it). So
+//! a close (on a runtime change, [`close_all`](rtlocal::Manager::close_all),
+//! [`shutdown`](rtlocal::Manager::shutdown), [`shutdown_all`](rtlocal::shutdown_all))
+//! stops the manager handing the client out, waits (up to the close timeout) for
+//! requests counted with [`Managed::track`](rtlocal::Managed::track), checks whether the
+//! client's runtime is running (see
+//! [`ClientFactory::needs_runtime_to_close`](rtlocal::ClientFactory::needs_runtime_to_close):
+//! a no-op task spawned on it must run within 100 ms) and lets go of the manager's
+//! handle. There is nothing else to await, so [`CloseReport`](rtlocal::CloseReport)
+//! counts it as closed, not forced. Then the socket closes:
 //!
 //! * at once when the last clone is dropped while its runtime runs (a `multi_thread`
-//!   runtime, or a `current_thread` runtime being driven);
+//!   runtime, or a `current_thread` runtime being driven, e.g. the one awaiting the
+//!   close);
 //! * when its runtime is dropped (the usual runtime change: the old runtime ended).
 //!
-//! **What cannot be closed:** a connection whose `current_thread` runtime is alive but
-//! idle stays open until that runtime runs again or is dropped — the abort is queued on
-//! a runtime nobody drives. So is a connection some caller still holds a clone of: take
-//! the clone for a call, not for keeps.
+//! **What cannot be closed, and is reported:** a connection whose `current_thread`
+//! runtime is alive but not running when the close ends (its thread left `block_on`, or
+//! is blocked in synchronous code) stays open until that runtime runs again or is
+//! dropped — the abort is queued on a runtime nobody drives. The close counts it in
+//! [`CloseReport::not_closed_on_wire`](rtlocal::CloseReport::not_closed_on_wire) (and
+//! [`Stats::clients_not_closed_on_wire`](rtlocal::Stats::clients_not_closed_on_wire)),
+//! and the report's `Display` names the runtime holding it. To get 0 there, close before
+//! the runtimes leave `block_on`, or drop them. A connection some caller still holds a
+//! clone of also stays open (not counted: the manager cannot see clones): take the clone
+//! for a call, not for keeps.
 
 #![warn(
     missing_docs,
@@ -91,8 +103,10 @@ use tokio::runtime::Handle;
 /// let mut con = manager.client().await?.connection();
 /// let pong: String = redis::cmd("PING").query_async(&mut con).await?;
 /// drop(con); // a clone kept would keep the connection open past the close
-/// let report = manager.close_all().await; // nothing to await: closed, not forced
-/// assert_eq!((report.closed, report.forced), (1, 0));
+/// // Nothing to await: closed, not forced. This runtime runs the close, so the socket
+/// // closes on the wire too.
+/// let report = manager.close_all().await;
+/// assert_eq!((report.closed, report.forced, report.not_closed_on_wire), (1, 0, 0));
 /// # let _ = pong; Ok(()) }
 /// ```
 pub type RedisManager = Manager<RedisFactory>;
@@ -103,8 +117,10 @@ pub type RedisManager = Manager<RedisFactory>;
 ///
 /// Closing has nothing to await (redis has no close): the manager lets go of the
 /// client, reported as closed in [`CloseReport`](rtlocal::CloseReport), and the socket
-/// closes with the last clone, once its runtime runs or is dropped — see the
-/// [crate docs](crate#what-closed-means).
+/// closes with the last clone, once its runtime runs or is dropped; a close that ends
+/// while that runtime is not running is counted in
+/// [`CloseReport::not_closed_on_wire`](rtlocal::CloseReport::not_closed_on_wire) — see
+/// the [crate docs](crate#what-closed-means).
 ///
 /// ```
 /// use std::time::Duration;
@@ -179,6 +195,12 @@ impl ClientFactory for RedisFactory {
 
     // `close`, `abort` and `release` keep their defaults (nothing to do): redis has no
     // close, and the socket's task is aborted when the last clone is dropped.
+
+    /// `true`: the socket is a task of the client's runtime, closed only when that runtime
+    /// polls it (see the [crate docs](crate#what-closed-means)).
+    fn needs_runtime_to_close(&self) -> bool {
+        true
+    }
 }
 
 /// `connection()` on a managed `ConnectionManager`: the clone a command needs.

@@ -95,6 +95,66 @@ fn task_runner_churn_leaves_no_connection() {
     assert_eq!(server.wait_connections(0, SETTLE), 0);
 }
 
+/// What the server sees, against what the report says: a close that ends while the
+/// client's runtime idles cannot close its socket (a task of that runtime), and the
+/// report says so, naming that runtime.
+fn assert_report_matches_the_server(server: &Server, report: &rtlocal::CloseReport) {
+    // The server's count settles at what the report says, and stays there: nothing drives
+    // the idle runtime, so nothing could close the socket behind the report's back.
+    assert_eq!(
+        server.wait_connections(report.not_closed_on_wire, SETTLE),
+        report.not_closed_on_wire,
+        "the server's CLIENT LIST against the report: {report}"
+    );
+}
+
+#[test]
+fn close_all_while_the_runtime_idles_reports_the_connection_left_open() {
+    let server = Server::start();
+    let manager = RedisManager::new(RedisFactory::open(server.url()).expect("a redis URL"));
+    // This thread's client, on a runtime that stays alive but idles once block_on returns.
+    let idle = current_thread();
+    idle.block_on(ping(&manager));
+    assert_eq!(server.wait_connections(1, SETTLE), 1);
+    let closer = current_thread();
+    let report = closer.block_on(manager.close_all());
+    eprintln!("close_all: {report}");
+    assert_eq!((report.closed, report.forced), (1, 0), "{report}");
+    assert_report_matches_the_server(&server, &report);
+    assert_eq!(report.not_closed_on_wire, 1, "{report}");
+    let idle_id = idle.handle().id();
+    assert_eq!(
+        report.not_closed_on_wire_runtimes,
+        vec![idle_id],
+        "{report}"
+    );
+    assert!(
+        report.to_string().contains(&format!(
+            "1 not closed on the wire (their connections are tasks of runtime(s) {idle_id},"
+        )),
+        "the report names the runtime holding it: {report}"
+    );
+    assert_eq!(manager.stats().clients_not_closed_on_wire, 1);
+    // Once that runtime runs again, the abort queued on it closes the socket.
+    idle.block_on(tokio::task::yield_now());
+    assert_eq!(server.wait_connections(0, SETTLE), 0);
+}
+
+#[test]
+fn close_all_while_the_runtime_runs_closes_on_the_wire_and_says_so() {
+    let server = Server::start();
+    let manager = RedisManager::new(RedisFactory::open(server.url()).expect("a redis URL"));
+    let rt = current_thread();
+    let report = rt.block_on(async {
+        ping(&manager).await;
+        manager.close_all().await
+    });
+    assert_eq!((report.closed, report.forced), (1, 0), "{report}");
+    assert_report_matches_the_server(&server, &report);
+    assert_eq!(report.not_closed_on_wire, 0, "{report}");
+    assert!(report.not_closed_on_wire_runtimes.is_empty(), "{report}");
+}
+
 #[test]
 fn an_idle_runtimes_connection_closes_when_that_runtime_ends() {
     // The limit the crate docs state: the socket's task belongs to its runtime.
@@ -104,12 +164,12 @@ fn an_idle_runtimes_connection_closes_when_that_runtime_ends() {
     idle.block_on(ping(&manager));
     let closer = current_thread();
     let report = closer.block_on(manager.close_all());
-    assert_eq!((report.closed, report.forced), (1, 0));
     assert_eq!(
-        server.wait_connections(1, Duration::from_millis(300)),
-        1,
-        "closed, but its runtime idles: the abort waits for that runtime"
+        (report.closed, report.forced, report.not_closed_on_wire),
+        (1, 0, 1),
+        "closed, but its runtime idles: the abort waits for that runtime: {report}"
     );
+    assert_report_matches_the_server(&server, &report);
     drop(idle);
     assert_eq!(server.wait_connections(0, SETTLE), 0);
 }

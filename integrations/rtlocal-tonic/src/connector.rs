@@ -22,19 +22,30 @@ use tower_service::Service;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
-/// The sockets of one channel's open connections, and whether the channel is closed.
+/// The sockets of one channel's open connections, the tasks that drive them, and whether
+/// the channel is closed.
 #[derive(Default)]
 pub(crate) struct Sockets {
     state: parking_lot::Mutex<State>,
     /// Only a count for `connections_opened`: nothing is ordered by it.
     opened: AtomicU64,
+    /// Only a source of task ids: nothing is ordered by it.
+    task_ids: AtomicU64,
 }
 
 #[derive(Default)]
 struct State {
     closed: bool,
     open: HashMap<u64, Socket>,
+    /// The connection tasks ([`crate::executor`]), dropped by a close.
+    tasks: HashMap<u64, TaskSlot>,
 }
+
+/// A connection task's future, shared by the task that polls it and the close that drops
+/// it; `None` once finished or dropped.
+pub(crate) type TaskSlot = Arc<parking_lot::Mutex<Option<BoxFuture>>>;
+
+pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 impl Sockets {
     /// Adds a connection's socket, unless the channel is closed: the flag and the map
@@ -55,18 +66,51 @@ impl Sockets {
         })
     }
 
-    /// Refuses new connections and shuts every open one down (both directions): the
-    /// peer sees each connection end at once. Idempotent.
+    /// Refuses new connections, shuts every open one down (both directions: the peer sees
+    /// each connection end at once) and drops the tasks driving them, here, whatever their
+    /// runtime is doing: with them goes the connection's request queue, so the channel's
+    /// next call finds no connection and asks the connector, which refuses
+    /// (`Unavailable`), instead of writing to the shut-down socket. Idempotent.
     pub(crate) fn close(&self) {
-        let sockets: Vec<Socket> = {
+        let (sockets, tasks): (Vec<Socket>, Vec<TaskSlot>) = {
             let mut state = self.state.lock();
             state.closed = true;
-            state.open.drain().map(|(_, s)| s).collect()
+            (
+                state.open.drain().map(|(_, s)| s).collect(),
+                state.tasks.drain().map(|(_, t)| t).collect(),
+            )
         };
         for socket in sockets {
             // NotConnected: the peer or the connection's task got there first.
             let _ = socket.shutdown(Shutdown::Both);
         }
+        for task in tasks {
+            // Taken under the slot's lock (waiting for a poll in progress to end), dropped
+            // outside it: dropping a connection runs `Registration::drop`.
+            let future = task.lock().take();
+            drop(future);
+        }
+    }
+
+    /// Keeps a connection task's future where a close can drop it. `None` when the
+    /// channel is closed: the future is dropped at once (outside the lock).
+    pub(crate) fn adopt_task(&self, future: BoxFuture) -> Option<(u64, TaskSlot)> {
+        let slot: TaskSlot = Arc::new(parking_lot::Mutex::new(Some(future)));
+        let mut state = self.state.lock();
+        if state.closed {
+            drop(state);
+            drop(slot);
+            return None;
+        }
+        let id = self.task_ids.fetch_add(1, Ordering::Relaxed);
+        state.tasks.insert(id, Arc::clone(&slot));
+        Some((id, slot))
+    }
+
+    /// Forgets a connection task that ended (or was dropped with its runtime).
+    pub(crate) fn forget_task(&self, id: u64) {
+        let removed = self.state.lock().tasks.remove(&id);
+        drop(removed);
     }
 
     pub(crate) fn is_closed(&self) -> bool {

@@ -45,15 +45,17 @@
 //! stops the manager handing the channel out, waits (up to the close timeout) for calls
 //! counted with [`Managed::track`](rtlocal::Managed::track), then shuts every open
 //! connection down on the wire (`shutdown(2)`: the server sees the connection end at
-//! once) and refuses new ones: a clone of the closed channel still held somewhere fails
-//! its calls (`Unavailable`) instead of reconnecting. Nothing in that needs the channel's
-//! runtime to run, so it closes even while that runtime idles.
+//! once), drops the tasks that drive them and refuses new ones: every call through a
+//! clone of the closed channel still held somewhere, the first one included, fails at
+//! once with `Unavailable` and a message saying the rtlocal manager closed the channel,
+//! instead of reconnecting. Nothing in that needs the channel's runtime to run, so it
+//! closes even while that runtime idles.
 //! [`CloseReport`](rtlocal::CloseReport) counts it as closed; a forced close does the
 //! same, cutting calls still in flight.
 //!
-//! **What is left behind:** the channel's buffer worker and connection task, and the
-//! socket's descriptor, belong to its runtime; they end when it next runs (they see
-//! the shut-down socket) or is dropped. Calls not counted with `track` that are in flight
+//! **What is left behind:** the channel's buffer worker belongs to its runtime; it ends
+//! when the last clone of the channel is dropped and that runtime next runs, or when the
+//! runtime is dropped. Calls not counted with `track` that are in flight
 //! at the close are cut, not drained: tonic has no graceful close for a channel.
 
 #![warn(
@@ -64,6 +66,7 @@
 )]
 
 mod connector;
+mod executor;
 
 use std::fmt;
 use std::ops::Deref;
@@ -75,6 +78,7 @@ use tokio::runtime::Handle;
 use tonic::transport::{Channel, Endpoint};
 
 use connector::{Sockets, TrackingConnector};
+use executor::ChannelExecutor;
 
 /// A [`Manager`] of tonic [`Channel`]s: one per thread (or runtime, see
 /// [`rtlocal::Sharing`]), built on the runtime it runs on.
@@ -134,6 +138,10 @@ impl ChannelFactory {
     /// Every dial goes through [`rtlocal::Target::of`]: an endpoint URI that does not say
     /// exactly where to connect fails its calls (`Unavailable`) and dials nothing, and an
     /// `https` endpoint without TLS configured fails rather than send in cleartext.
+    ///
+    /// The endpoint's executor is replaced: a managed channel spawns its tasks on the
+    /// runtime it is built for, and keeps its connection tasks where a close can drop
+    /// them (see the [crate docs](crate#what-closed-means)).
     pub fn new(endpoint: Endpoint) -> Self {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
@@ -198,12 +206,18 @@ impl fmt::Debug for ChannelFactory {
 impl ClientFactory for ChannelFactory {
     type Client = TrackedChannel;
 
-    async fn build(&self, _runtime: &Handle) -> Result<TrackedChannel, rtlocal::Error> {
+    async fn build(&self, runtime: &Handle) -> Result<TrackedChannel, rtlocal::Error> {
         let sockets = Arc::new(Sockets::default());
         let connector = TrackingConnector::new(self.http.clone(), sockets.clone());
-        // Runs in a task on the channel's runtime: the buffer worker, and later the
-        // connection task, are spawned there.
-        let channel = self.endpoint.connect_with_connector_lazy(connector);
+        let executor = ChannelExecutor::new(runtime.clone(), sockets.clone());
+        // The buffer worker, and later the connection tasks, are spawned on the channel's
+        // runtime; the connection tasks where a close can drop them.
+        let channel = self
+            .endpoint
+            .clone()
+            .executor(executor.clone())
+            .connect_with_connector_lazy(connector);
+        executor.channel_built();
         Ok(TrackedChannel { channel, sockets })
     }
 

@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Server, check, current_thread};
+use common::{Server, check, check_status, current_thread};
 use rtlocal_tonic::{ChannelFactory, ChannelManager};
 
 const SETTLE: Duration = Duration::from_secs(5);
@@ -84,8 +84,10 @@ fn close_all_from_another_runtime_closes_an_idle_runtimes_connection() {
     // A clone of the closed channel kept past the close fails its calls, and dials
     // nothing, even on its own runtime.
     let accepted = server.accepted();
-    let late = idle.block_on(check(kept.channel()));
-    assert!(late.is_err(), "a call through a closed channel: {late:?}");
+    for which in ["first", "next"] {
+        let late = idle.block_on(check_status(kept.channel()));
+        assert_closed_status(late, which);
+    }
     assert_eq!(
         server.accepted(),
         accepted,
@@ -93,6 +95,53 @@ fn close_all_from_another_runtime_closes_an_idle_runtimes_connection() {
     );
     drop(kept);
     drop(idle);
+}
+
+/// A call through a closed channel fails fast with `Unavailable`, saying its manager
+/// closed it.
+fn assert_closed_status(result: Result<(), tonic::Status>, which: &str) {
+    let status = result.expect_err("a call through a closed channel");
+    assert_eq!(
+        status.code(),
+        tonic::Code::Unavailable,
+        "the {which} call through a closed channel: {status:?}"
+    );
+    assert!(
+        status.message().contains("closed by its rtlocal manager"),
+        "the {which} call's message names the manager: {status:?}"
+    );
+}
+
+/// The same for a channel whose runtime keeps running (its connection task sees the
+/// shut-down socket at once), and for a call made right after the close, on the channel's
+/// own runtime.
+#[test]
+fn every_call_through_a_closed_channel_is_unavailable_naming_the_manager() {
+    let server = Server::start();
+    let manager = manager(&server);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let accepted = rt.block_on(async {
+        let kept = manager.client().await.expect("a channel");
+        let channel = kept.channel();
+        check(channel.clone()).await.expect("a health check");
+        let report = manager.close_all().await;
+        assert_eq!((report.closed, report.forced), (1, 0), "{report}");
+        let accepted = server.accepted();
+        for which in ["first", "next"] {
+            assert_closed_status(check_status(channel.clone()).await, which);
+        }
+        accepted
+    });
+    assert_eq!(
+        server.accepted(),
+        accepted,
+        "a closed channel must not reconnect"
+    );
+    assert_eq!(server.wait_open(0, SETTLE), 0);
 }
 
 #[test]

@@ -143,6 +143,21 @@ pub async fn check(channel: Channel) -> Result<(), String> {
     }
 }
 
+/// A health check through `channel`, bounded, giving tonic's own `Status` on failure.
+///
+/// # Panics
+/// When the call does not end within [`BOUND`] (a hang).
+pub async fn check_status(channel: Channel) -> Result<(), tonic::Status> {
+    let mut client = HealthClient::new(channel);
+    let call = client.check(HealthCheckRequest {
+        service: String::new(),
+    });
+    match tokio::time::timeout(BOUND, call).await {
+        Ok(result) => result.map(drop),
+        Err(_) => panic!("hung: no answer within {BOUND:?}"),
+    }
+}
+
 /// A `current_thread` runtime with every driver.
 pub fn current_thread() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
