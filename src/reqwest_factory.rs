@@ -1,8 +1,9 @@
 //! [`ReqwestFactory`]: managed `reqwest::Client`s (feature `reqwest`).
 
 use std::fmt;
+use std::task::{Context, Poll};
 
-use tokio::runtime::Handle;
+use tokio::runtime::{self, Handle};
 
 use crate::error::Error;
 use crate::manager::ClientFactory;
@@ -38,6 +39,33 @@ use crate::manager::Manager;
 pub type ReqwestManager = Manager<ReqwestFactory>;
 
 /// Builds `reqwest::Client`s for a [`ReqwestManager`].
+///
+/// # Used on another runtime
+///
+/// A handle ([`Managed`](crate::Managed), or a clone of it) kept and used on a runtime
+/// other than its client's would hand that runtime's requests the client's pooled
+/// connections — tasks of a runtime that may not run, so the request would wait forever
+/// (reqwest#2501). Instead, dereferenced there, the handle gives a client whose every
+/// request fails at once with a connect error naming both runtimes, and nothing is sent.
+/// Get the current runtime's client with `manager.client().await` (the native
+/// [`Client`](crate::Client) re-routes by itself; a `reqwest::Client` cannot be told to).
+/// A `reqwest::Client` cloned out of the handle (`(*handle).clone()`) is reqwest's own and
+/// is not checked.
+///
+/// # What rtlocal cannot do for reqwest
+///
+/// reqwest lets nothing outside it see a request start or reach a connection's socket:
+/// its connector layers (`ClientBuilder::connector_layer`) see a connection being made,
+/// and receive it as a sealed type. So, unlike [`HttpClientManager`](crate::HttpClientManager):
+///
+/// * a close drains only requests counted with [`Managed::track`](crate::Managed::track);
+///   others in flight are not waited for;
+/// * idle connections are closed on the wire only by their runtime (when it next runs,
+///   or is dropped), and reqwest's `pool_idle_timeout` holds only while it runs;
+/// * there is no limit on open connections, in total or per host (reqwest's
+///   `pool_max_idle_per_host` caps idle ones only).
+///
+/// The close report says exactly what was left open (see below).
 ///
 /// # What closing means for reqwest
 ///
@@ -176,4 +204,97 @@ impl ClientFactory for ReqwestFactory {
     fn needs_runtime_to_close(&self) -> bool {
         true
     }
+
+    /// A kept handle used on another runtime would hand that runtime's requests this
+    /// client's pooled connections, tasks of a runtime that may not run (reqwest#2501):
+    /// it dereferences to a client that refuses instead (see the type docs).
+    const CHECKS_RUNTIME_ON_DEREF: bool = true;
+
+    fn foreign_runtime_client(&self, owner: runtime::Id) -> Option<reqwest::Client> {
+        // No pool and a connector that refuses before dialling: every request fails at
+        // once, and nothing is sent anywhere.
+        reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .connector_layer(RefuseLayer { owner })
+            .build()
+            .inspect_err(|e| {
+                tracing::warn!(error = %e, "could not build the refusing reqwest client");
+            })
+            .ok()
+    }
 }
+
+/// The connector layer of the client a handle gives on a foreign runtime: refuses every
+/// connection, naming the client's runtime and the one it was used on.
+#[derive(Clone, Copy)]
+struct RefuseLayer {
+    owner: runtime::Id,
+}
+
+#[derive(Clone)]
+struct Refuse<S> {
+    owner: runtime::Id,
+    _inner: S,
+}
+
+impl<S> tower_layer::Layer<S> for RefuseLayer {
+    type Service = Refuse<S>;
+
+    fn layer(&self, inner: S) -> Refuse<S> {
+        Refuse {
+            owner: self.owner,
+            _inner: inner,
+        }
+    }
+}
+
+impl<S, R> tower_service::Service<R> for Refuse<S>
+where
+    S: tower_service::Service<R>,
+    S::Error: From<ForeignRuntime>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::future::Ready<Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: R) -> Self::Future {
+        let used_on = Handle::try_current().ok().map(|h| h.id());
+        std::future::ready(Err(ForeignRuntime {
+            owner: self.owner,
+            used_on,
+        }
+        .into()))
+    }
+}
+
+/// Why a managed reqwest client's handle refused a request on another runtime.
+#[derive(Debug)]
+pub(crate) struct ForeignRuntime {
+    owner: runtime::Id,
+    used_on: Option<runtime::Id>,
+}
+
+impl fmt::Display for ForeignRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "this managed reqwest client belongs to runtime {}, and was used on ",
+            self.owner
+        )?;
+        match self.used_on {
+            Some(id) => write!(f, "runtime {id}")?,
+            None => f.write_str("another runtime")?,
+        }
+        f.write_str(
+            ": its pooled connections are tasks of its own runtime, so nothing was sent; \
+             get this runtime's client with `manager.client().await`",
+        )
+    }
+}
+
+impl std::error::Error for ForeignRuntime {}

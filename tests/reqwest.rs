@@ -157,3 +157,70 @@ fn shutdown_refuses_new_reqwest_clients() {
     });
     assert_eq!(settle(0, || manager.stats().clients_live), 0);
 }
+
+/// A kept handle (or a clone of it) used on a runtime other than its client's never
+/// waits on that client's pooled connection, whose runtime idles: the request fails at
+/// once, naming both runtimes, and nothing reaches the server. The manager's client for
+/// the current runtime works as usual.
+#[test]
+fn a_kept_client_used_on_another_runtime_fails_fast_naming_both_runtimes() {
+    let server = TestServer::start();
+    let manager = Arc::new(ReqwestManager::new(ReqwestFactory::new()));
+    let url = server.url("/");
+    let (m, u) = (Arc::clone(&manager), url.clone());
+    let idle = IdleRuntime::start(move || async move {
+        let c = m.client().await.expect("a client");
+        let body = c
+            .get(u)
+            .send()
+            .await
+            .expect("sent")
+            .text()
+            .await
+            .expect("read");
+        (c, body)
+    });
+    assert_eq!(idle.value.1, "hello");
+    let kept = idle.value.0.clone();
+    let owner = kept.runtime_id();
+    assert_eq!(server.accepted(), 1);
+
+    let rt_b = current_thread_rt();
+    let (err, here) = block_on_guarded(&rt_b, async {
+        let sent = tokio::time::timeout(Duration::from_secs(5), kept.get(&url).send())
+            .await
+            .expect("hung on the idle runtime's connection");
+        (
+            sent.expect_err("refused on a foreign runtime"),
+            tokio::runtime::Handle::current().id(),
+        )
+    });
+    let mut chain = Vec::new();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+    while let Some(e) = source {
+        chain.push(e.to_string());
+        source = e.source();
+    }
+    let chain = chain.join(": ");
+    assert!(
+        chain.contains(&format!("runtime {owner}")) && chain.contains(&format!("runtime {here}")),
+        "{chain}"
+    );
+    assert_eq!(
+        server.accepted(),
+        1,
+        "the refused request reached the server"
+    );
+
+    let body = block_on_guarded(&rt_b, async {
+        let c = manager.client().await.expect("this runtime's client");
+        c.get(&url)
+            .send()
+            .await
+            .expect("sent")
+            .text()
+            .await
+            .expect("read")
+    });
+    assert_eq!(body, "hello");
+}

@@ -134,4 +134,49 @@ pub trait ClientFactory: Send + Sync + 'static {
     fn needs_runtime_to_close(&self) -> bool {
         false
     }
+
+    /// As [`close`](ClientFactory::close), told the client's runtime when the factory
+    /// [needs it to close](ClientFactory::needs_runtime_to_close) (`None` otherwise): a
+    /// close that waits for that runtime's tasks can stop waiting once it is known not
+    /// to run ([`runtime_is_running`](crate::runtime_is_running)), rather than overrun
+    /// the close timeout and be reported as forced.
+    ///
+    /// Default: [`close`](ClientFactory::close).
+    fn close_on(
+        &self,
+        client: &Self::Client,
+        runtime: Option<&Handle>,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = runtime;
+        self.close(client)
+    }
+
+    /// After a close, whether any of the client's connections are still left to its
+    /// runtime to close (for a factory that
+    /// [needs its runtime to close](ClientFactory::needs_runtime_to_close)): when `false`
+    /// the close reached the wire by itself, and the runtime's check is skipped.
+    ///
+    /// Default: `true` (a `reqwest::Client` leaves every connection to its runtime).
+    fn left_to_runtime(&self, client: &Self::Client) -> bool {
+        let _ = client;
+        true
+    }
+
+    /// Whether a handle on a client ([`Managed`](crate::Managed)) checks, when it is
+    /// dereferenced, that it is used on the client's own runtime. When it is not, the
+    /// dereference gives [`foreign_runtime_client`](ClientFactory::foreign_runtime_client)
+    /// instead. The check costs a thread-local read per dereference: off by default.
+    const CHECKS_RUNTIME_ON_DEREF: bool = false;
+
+    /// The client a handle dereferences to on a runtime other than `owner` (its client's)
+    /// when [`CHECKS_RUNTIME_ON_DEREF`](ClientFactory::CHECKS_RUNTIME_ON_DEREF) is on:
+    /// one whose requests fail at once with an error naming both runtimes, rather than
+    /// wait on a connection of `owner`'s that nobody polls. Built once per client, the
+    /// first time it is needed; `None` hands out the client itself.
+    ///
+    /// Default: `None`.
+    fn foreign_runtime_client(&self, owner: tokio::runtime::Id) -> Option<Self::Client> {
+        let _ = owner;
+        None
+    }
 }

@@ -67,6 +67,9 @@ pub(crate) struct Entry<F: ClientFactory> {
     /// ([`ClientFactory::needs_runtime_to_close`]): a close checks that it runs.
     needs_runtime: Option<Handle>,
     pub(crate) client: F::Client,
+    /// What a handle dereferences to on another runtime
+    /// ([`ClientFactory::foreign_runtime_client`]), built on first need.
+    foreign: std::sync::OnceLock<Option<F::Client>>,
 }
 
 /// How long a close waits for the client's runtime to run a probe task
@@ -122,6 +125,7 @@ impl<F: ClientFactory> Managed<F> {
             factory,
             needs_runtime,
             client,
+            foreign: std::sync::OnceLock::new(),
         };
         tracing::debug!(
             client = %inner.id,
@@ -200,7 +204,12 @@ impl<F: ClientFactory> Managed<F> {
         let drained = timer.until(deadline, inner.wait_drained()).await.is_some();
         let finished = drained
             && timer
-                .until(deadline, inner.factory.close(&inner.client))
+                .until(
+                    deadline,
+                    inner
+                        .factory
+                        .close_on(&inner.client, inner.needs_runtime.as_ref()),
+                )
                 .await
                 .is_some();
         let mut outcome = if finished {
@@ -208,7 +217,7 @@ impl<F: ClientFactory> Managed<F> {
         } else {
             inner.outcome(inner.shut("deadline", Finish::Deadline), true)
         };
-        if let (true, Some(runtime)) = (outcome.closed_now, &inner.needs_runtime) {
+        if let (true, Some(runtime)) = (outcome.closed_now, self.runtime_to_check()) {
             match wire {
                 WireCheck::Await => {
                     let budget = timer.remaining(deadline).max(Duration::from_millis(10));
@@ -229,7 +238,11 @@ impl<F: ClientFactory> Managed<F> {
     /// The runtime a close must check runs, for a factory whose clients need it
     /// ([`ClientFactory::needs_runtime_to_close`]).
     pub(crate) fn runtime_to_check(&self) -> Option<&Handle> {
-        self.inner.needs_runtime.as_ref()
+        let inner = &self.inner;
+        inner
+            .needs_runtime
+            .as_ref()
+            .filter(|_| inner.factory.left_to_runtime(&inner.client))
     }
 
     /// Whether the closed client's runtime runs (so its connections close); counted and
@@ -297,6 +310,31 @@ impl<F: ClientFactory> Managed<F> {
             Phase::Closed => "closed",
         }
     }
+}
+
+/// Whether the runtime of `handle` runs a task within `within`: a no-op task is spawned
+/// on it, and it runs only if some thread drives that runtime (an idle `current_thread`
+/// runtime whose thread left `block_on` does not). A runtime being torn down counts as
+/// running: it drops its tasks, and the sockets they own close with them. Waits on
+/// rtlocal's timer thread, so it works from any runtime or executor.
+///
+/// For a [`ClientFactory`] whose close waits for its runtime's tasks
+/// ([`ClientFactory::close_on`]).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use std::time::Duration;
+///
+/// let here = tokio::runtime::Handle::current();
+/// assert!(rtlocal::runtime_is_running(&here, Duration::from_secs(1)).await);
+///
+/// let idle = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// assert!(!rtlocal::runtime_is_running(idle.handle(), Duration::from_millis(50)).await);
+/// # }
+/// ```
+pub async fn runtime_is_running(handle: &Handle, within: Duration) -> bool {
+    runtime_runs(handle, within).await
 }
 
 /// Whether `runtime` runs a task within `bound`: spawned from here, a no-op task runs
@@ -459,7 +497,46 @@ impl<F: ClientFactory> Deref for Managed<F> {
 
     #[inline]
     fn deref(&self) -> &F::Client {
+        if F::CHECKS_RUNTIME_ON_DEREF {
+            if let Some(foreign) = self.foreign_client() {
+                return foreign;
+            }
+        }
         &self.inner.client
+    }
+}
+
+impl<F: ClientFactory> Managed<F> {
+    /// On a runtime other than the client's own, the factory's
+    /// [`foreign_runtime_client`](ClientFactory::foreign_runtime_client).
+    #[cold]
+    fn foreign_client(&self) -> Option<&F::Client> {
+        let current = Handle::try_current().ok()?.id();
+        let inner = &self.inner;
+        if current == inner.runtime {
+            return None;
+        }
+        let foreign = inner.foreign.get_or_init(|| {
+            // The factory's code is the user's: a panic in it must not escape a deref.
+            let built = catch_unwind(AssertUnwindSafe(|| {
+                inner.factory.foreign_runtime_client(inner.runtime)
+            }));
+            built.unwrap_or_else(|panic| {
+                tracing::error!(
+                    client = %inner.id,
+                    panic = %panic_message(&*panic),
+                    "the client factory's foreign_runtime_client panicked"
+                );
+                None
+            })
+        });
+        tracing::debug!(
+            client = %inner.id,
+            runtime = %inner.runtime,
+            used_on = %current,
+            "client used on another runtime"
+        );
+        foreign.as_ref()
     }
 }
 

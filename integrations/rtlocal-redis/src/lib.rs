@@ -49,7 +49,7 @@
 //! stops the manager handing the client out, waits (up to the close timeout) for
 //! requests counted with [`Managed::track`](rtlocal::Managed::track), checks whether the
 //! client's runtime is running (see
-//! [`ClientFactory::needs_runtime_to_close`](rtlocal::ClientFactory::needs_runtime_to_close):
+//! [`ClientFactory::needs_runtime_to_close`]:
 //! a no-op task spawned on it must run within 100 ms) and lets go of the manager's
 //! handle. There is nothing else to await, so [`CloseReport`](rtlocal::CloseReport)
 //! counts it as closed, not forced. Then the socket closes:
