@@ -299,3 +299,57 @@ impl fmt::Display for CleartextRefused {
 }
 
 impl StdError for CleartextRefused {}
+
+/// The connector of the channel a kept handle gives on a runtime other than its
+/// channel's (see `ChannelFactory::foreign_runtime_client`): it refuses every
+/// connection, naming both runtimes, so a call fails at once instead of waiting on a
+/// connection task nobody polls.
+#[derive(Clone, Copy)]
+pub(crate) struct RefuseForeign {
+    pub(crate) owner: tokio::runtime::Id,
+}
+
+impl Service<Uri> for RefuseForeign {
+    type Response = TrackedIo;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<TrackedIo, BoxError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Uri) -> Self::Future {
+        let used_on = tokio::runtime::Handle::try_current().ok().map(|h| h.id());
+        std::future::ready(Err(Box::new(ForeignRuntime {
+            owner: self.owner,
+            used_on,
+        })))
+    }
+}
+
+/// Why a kept channel handle refused a call on another runtime.
+#[derive(Debug)]
+struct ForeignRuntime {
+    owner: tokio::runtime::Id,
+    used_on: Option<tokio::runtime::Id>,
+}
+
+impl fmt::Display for ForeignRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "this managed channel belongs to runtime {}, and was used on ",
+            self.owner
+        )?;
+        match self.used_on {
+            Some(id) => write!(f, "runtime {id}")?,
+            None => f.write_str("another runtime")?,
+        }
+        f.write_str(
+            ": its connection is a task of its own runtime, so nothing was sent; get this \
+             runtime's channel with `manager.client().await`",
+        )
+    }
+}
+
+impl StdError for ForeignRuntime {}

@@ -57,6 +57,15 @@
 //! when the last clone of the channel is dropped and that runtime next runs, or when the
 //! runtime is dropped. Calls not counted with `track` that are in flight
 //! at the close are cut, not drained: tonic has no graceful close for a channel.
+//!
+//! # Used on another runtime
+//!
+//! A handle kept and used on a runtime other than its channel's would send its calls to
+//! a connection task of a runtime that may not run: they would wait forever. Dereferenced
+//! there, the handle gives a channel whose every call fails at once, `Unavailable`,
+//! naming both runtimes, and nothing is sent; get the current runtime's channel with
+//! `manager.client().await`. A `Channel` cloned out of the handle earlier is tonic's own
+//! and is not checked.
 
 #![warn(
     missing_docs,
@@ -227,6 +236,23 @@ impl ClientFactory for ChannelFactory {
 
     fn abort(&self, channel: &TrackedChannel) {
         channel.sockets.close();
+    }
+
+    /// A kept handle used on another runtime would send its calls to a connection task
+    /// of a runtime that may not run (they would wait forever): it dereferences there to
+    /// a channel whose every call fails at once, `Unavailable`, naming both runtimes.
+    const CHECKS_RUNTIME_ON_DEREF: bool = true;
+
+    fn foreign_runtime_client(&self, owner: tokio::runtime::Id) -> Option<TrackedChannel> {
+        // Built on the runtime the handle is used on (its buffer worker goes there).
+        let channel = self
+            .endpoint
+            .clone()
+            .connect_with_connector_lazy(connector::RefuseForeign { owner });
+        Some(TrackedChannel {
+            channel,
+            sockets: Arc::new(Sockets::default()),
+        })
     }
 }
 
