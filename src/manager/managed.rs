@@ -68,8 +68,9 @@ pub(crate) struct Entry<F: ClientFactory> {
     needs_runtime: Option<Handle>,
     pub(crate) client: F::Client,
     /// What a handle dereferences to on another runtime
-    /// ([`ClientFactory::foreign_runtime_client`]), built on first need.
-    foreign: std::sync::OnceLock<Option<F::Client>>,
+    /// ([`ClientFactory::foreign_runtime_client`]), built on first need. Boxed: most
+    /// clients never need one, and an entry may outlive its client in a thread's slot.
+    foreign: std::sync::OnceLock<Option<Box<F::Client>>>,
 }
 
 /// How long a close waits for the client's runtime to run a probe task
@@ -519,7 +520,7 @@ impl<F: ClientFactory> Managed<F> {
         let foreign = inner.foreign.get_or_init(|| {
             // The factory's code is the user's: a panic in it must not escape a deref.
             let built = catch_unwind(AssertUnwindSafe(|| {
-                inner.factory.foreign_runtime_client(inner.runtime)
+                inner.factory.foreign_runtime_client(inner.runtime).map(Box::new)
             }));
             built.unwrap_or_else(|panic| {
                 tracing::error!(
@@ -536,7 +537,7 @@ impl<F: ClientFactory> Managed<F> {
             used_on = %current,
             "client used on another runtime"
         );
-        foreign.as_ref()
+        foreign.as_deref()
     }
 }
 
