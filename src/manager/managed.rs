@@ -323,16 +323,16 @@ impl<F: ClientFactory> Managed<F> {
 /// ([`ClientFactory::close_on`]).
 ///
 /// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() {
 /// use std::time::Duration;
 ///
-/// let here = tokio::runtime::Handle::current();
-/// assert!(rtlocal::runtime_is_running(&here, Duration::from_secs(1)).await);
-///
+/// // Nobody drives this one.
 /// let idle = tokio::runtime::Builder::new_current_thread().build().unwrap();
-/// assert!(!rtlocal::runtime_is_running(idle.handle(), Duration::from_millis(50)).await);
-/// # }
+/// let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+/// rt.block_on(async {
+///     let here = tokio::runtime::Handle::current();
+///     assert!(rtlocal::runtime_is_running(&here, Duration::from_secs(1)).await);
+///     assert!(!rtlocal::runtime_is_running(idle.handle(), Duration::from_millis(50)).await);
+/// });
 /// ```
 pub async fn runtime_is_running(handle: &Handle, within: Duration) -> bool {
     runtime_runs(handle, within).await

@@ -421,7 +421,7 @@ impl Builder {
     /// `false` trusts only the certificates added with `add_root_certificate_*`.
     ///
     /// Default is `true`: the Mozilla roots (webpki-roots), and with the
-    /// `rustls-native-roots` feature also the operating system's store.
+    /// `rustls-plus-native-roots` feature also the operating system's store.
     #[cfg(feature = "rustls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
     pub fn tls_built_in_roots(mut self, enabled: bool) -> Self {

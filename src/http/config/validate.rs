@@ -128,7 +128,7 @@ impl Builder {
         let mut roots = rustls::RootCertStore::empty();
         if !self.tls.no_built_in_roots {
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-            #[cfg(feature = "rustls-native-roots")]
+            #[cfg(feature = "rustls-plus-native-roots")]
             {
                 let native = rustls_native_certs::load_native_certs();
                 for cert in native.certs {
