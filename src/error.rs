@@ -19,6 +19,57 @@ impl fmt::Display for ClientClosed {
 
 impl StdError for ClientClosed {}
 
+/// A managed client's handle used on a runtime other than its client's: the error of the
+/// requests a [`ClientFactory::foreign_runtime_client`](crate::ClientFactory::foreign_runtime_client)
+/// refuses, naming both runtimes. For factories outside this crate too.
+///
+/// ```
+/// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// let owner = rt.handle().id();
+/// let e = rt.block_on(async { rtlocal::ForeignRuntime::here("channel", owner) });
+/// assert!(e.to_string().starts_with(&format!("this managed channel belongs to runtime {owner}")));
+/// ```
+#[derive(Debug, Clone)]
+pub struct ForeignRuntime {
+    what: &'static str,
+    owner: tokio::runtime::Id,
+    used_on: Option<tokio::runtime::Id>,
+}
+
+impl ForeignRuntime {
+    /// The handle of a managed `what` (`"reqwest client"`, `"channel"`) whose client
+    /// belongs to runtime `owner` was used on the current runtime (if any).
+    pub fn here(what: &'static str, owner: tokio::runtime::Id) -> Self {
+        ForeignRuntime {
+            what,
+            owner,
+            used_on: tokio::runtime::Handle::try_current().ok().map(|h| h.id()),
+        }
+    }
+}
+
+impl fmt::Display for ForeignRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = self.what;
+        write!(
+            f,
+            "this managed {what} belongs to runtime {}, and was used on ",
+            self.owner
+        )?;
+        match self.used_on {
+            Some(id) => write!(f, "runtime {id}")?,
+            None => f.write_str("another runtime")?,
+        }
+        write!(
+            f,
+            ": its connections are tasks of its own runtime, so nothing was sent; get this \
+             runtime's {what} with `manager.client().await`"
+        )
+    }
+}
+
+impl StdError for ForeignRuntime {}
+
 /// An error from `rtlocal`.
 ///
 /// Opaque on purpose: ask it what happened with the `is_*` predicates, and walk

@@ -352,7 +352,7 @@ mod sync;
 
 #[cfg(not(rtlocal_loom))]
 pub use api::*;
-pub use error::Error;
+pub use error::{Error, ForeignRuntime};
 pub use lifecycle::CleanupHandle;
 
 /// Internals exposed only for the loom models in `loom-tests/`. Not part of the API.

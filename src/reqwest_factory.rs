@@ -5,7 +5,7 @@ use std::task::{Context, Poll};
 
 use tokio::runtime::{self, Handle};
 
-use crate::error::Error;
+use crate::error::{Error, ForeignRuntime};
 use crate::manager::ClientFactory;
 use crate::manager::Manager;
 
@@ -263,38 +263,8 @@ where
     }
 
     fn call(&mut self, _: R) -> Self::Future {
-        let used_on = Handle::try_current().ok().map(|h| h.id());
-        std::future::ready(Err(ForeignRuntime {
-            owner: self.owner,
-            used_on,
-        }
-        .into()))
+        std::future::ready(Err(
+            ForeignRuntime::here("reqwest client", self.owner).into()
+        ))
     }
 }
-
-/// Why a managed reqwest client's handle refused a request on another runtime.
-#[derive(Debug)]
-pub(crate) struct ForeignRuntime {
-    owner: runtime::Id,
-    used_on: Option<runtime::Id>,
-}
-
-impl fmt::Display for ForeignRuntime {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "this managed reqwest client belongs to runtime {}, and was used on ",
-            self.owner
-        )?;
-        match self.used_on {
-            Some(id) => write!(f, "runtime {id}")?,
-            None => f.write_str("another runtime")?,
-        }
-        f.write_str(
-            ": its pooled connections are tasks of its own runtime, so nothing was sent; \
-             get this runtime's client with `manager.client().await`",
-        )
-    }
-}
-
-impl std::error::Error for ForeignRuntime {}

@@ -16,14 +16,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{HANG_GUARD, settle_within, text};
+use common::{HANG_GUARD, read_head, settle_within, text};
 use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use rtlocal::{HttpClientManager, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// How long the slow request holds the first connection: long enough for the second
 /// request's connect to start and stall, well within the connect timeout (the second
@@ -59,11 +59,8 @@ impl Origin {
             )
             .expect("a server config");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let rt = server_runtime();
-        let listener = rt
-            .block_on(TcpListener::bind("127.0.0.1:0"))
-            .expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local addr");
+        let rt = common::server_rt();
+        let (listener, addr) = common::bind_on(&rt, "127.0.0.1");
         let stalled = Arc::new(AtomicUsize::new(0));
         let stalled2 = Arc::clone(&stalled);
         rt.spawn(async move {
@@ -128,11 +125,8 @@ struct StallingProxy {
 
 impl StallingProxy {
     fn start(origin: SocketAddr) -> StallingProxy {
-        let rt = server_runtime();
-        let listener = rt
-            .block_on(TcpListener::bind("127.0.0.1:0"))
-            .expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local addr");
+        let rt = common::server_rt();
+        let (listener, addr) = common::bind_on(&rt, "127.0.0.1");
         let stalled = Arc::new(AtomicUsize::new(0));
         let stalled2 = Arc::clone(&stalled);
         rt.spawn(async move {
@@ -183,27 +177,6 @@ impl Drop for StallingProxy {
             rt.shutdown_background();
         }
     }
-}
-
-fn server_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("a server runtime")
-}
-
-/// Reads a request head (up to its blank line).
-async fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    }
-    Some(head)
 }
 
 /// Holds a connection without ever answering, counted in `open` until the peer ends it.

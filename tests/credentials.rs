@@ -48,15 +48,8 @@ struct Server {
 
 impl Server {
     fn start(ip: &str) -> Server {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("server runtime");
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind((ip, 0)))
-            .expect("bind a loopback address");
-        let addr = listener.local_addr().expect("local addr");
+        let rt = common::server_rt();
+        let (listener, addr) = common::bind_on(&rt, ip);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let cross_to = Arc::new(Mutex::new(String::new()));
         let (seen2, cross2) = (Arc::clone(&seen), Arc::clone(&cross_to));
@@ -157,6 +150,24 @@ fn run<F: std::future::Future>(fut: F) -> F::Output {
     common::block_on_guarded(&common::current_thread_rt(), fut)
 }
 
+/// GETs `url` through tower-http's redirect layer over `manager`'s client, with the
+/// credentials layer above it when `with_layer`, and expects a 200 in the end.
+fn follow(manager: &HttpClientManager, url: &str, with_layer: bool) {
+    run(async {
+        let client = manager.client().await.expect("client");
+        let credentials = with_layer.then(|| client.default_credentials_layer());
+        let svc = ServiceBuilder::new()
+            .option_layer(credentials)
+            .layer(FollowRedirectLayer::new())
+            .service(client);
+        let resp = tokio::time::timeout(HANG_GUARD, svc.oneshot(get(url)))
+            .await
+            .expect("hang guard")
+            .expect("redirected response");
+        assert_eq!(resp.status(), StatusCode::OK);
+    });
+}
+
 fn carries_credentials(s: &Seen) -> bool {
     s.authorization.is_some() || s.cookie.is_some()
 }
@@ -167,18 +178,7 @@ fn carries_credentials(s: &Seen) -> bool {
 fn with_the_credentials_layer_the_api_gets_them_and_another_host_never() {
     let (api, other) = servers();
     let manager = manager();
-    run(async {
-        let client = manager.client().await.expect("client");
-        let svc = ServiceBuilder::new()
-            .layer(client.default_credentials_layer())
-            .layer(FollowRedirectLayer::new())
-            .service(client);
-        let resp = tokio::time::timeout(HANG_GUARD, svc.oneshot(get(&api.url("/cross"))))
-            .await
-            .expect("hang guard")
-            .expect("redirected response");
-        assert_eq!(resp.status(), StatusCode::OK);
-    });
+    follow(&manager, &api.url("/cross"), true);
     let (api_seen, other_seen) = (api.seen(), other.seen());
     assert_eq!(api_seen.len(), 1, "{api_seen:?}");
     assert_eq!(api_seen[0].authorization.as_deref(), Some(TOKEN));
@@ -202,17 +202,7 @@ fn with_the_credentials_layer_the_api_gets_them_and_another_host_never() {
 fn without_the_layer_credentials_are_not_added_back_below_the_redirect() {
     let (api, other) = servers();
     let manager = manager();
-    run(async {
-        let client = manager.client().await.expect("client");
-        let svc = ServiceBuilder::new()
-            .layer(FollowRedirectLayer::new())
-            .service(client);
-        let resp = tokio::time::timeout(HANG_GUARD, svc.oneshot(get(&api.url("/cross"))))
-            .await
-            .expect("hang guard")
-            .expect("redirected response");
-        assert_eq!(resp.status(), StatusCode::OK);
-    });
+    follow(&manager, &api.url("/cross"), false);
     let other_seen = other.seen();
     assert_eq!(other_seen.len(), 1, "{other_seen:?}");
     assert!(
@@ -227,18 +217,7 @@ fn without_the_layer_credentials_are_not_added_back_below_the_redirect() {
 fn a_same_origin_redirect_keeps_them() {
     let (api, _other) = servers();
     let manager = manager();
-    run(async {
-        let client = manager.client().await.expect("client");
-        let svc = ServiceBuilder::new()
-            .layer(client.default_credentials_layer())
-            .layer(FollowRedirectLayer::new())
-            .service(client);
-        let resp = tokio::time::timeout(HANG_GUARD, svc.oneshot(get(&api.url("/same"))))
-            .await
-            .expect("hang guard")
-            .expect("redirected response");
-        assert_eq!(resp.status(), StatusCode::OK);
-    });
+    follow(&manager, &api.url("/same"), true);
     let seen = api.seen();
     let paths: Vec<_> = seen.iter().map(|s| s.path.as_str()).collect();
     assert_eq!(paths, ["/same", "/landing"]);

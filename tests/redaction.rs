@@ -24,7 +24,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use rtlocal::{Body, HttpClientManager, Proxy};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_http::follow_redirect::FollowRedirectLayer;
 
@@ -60,11 +60,8 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
-        let rt = server_runtime();
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
+        let rt = common::server_rt();
+        let (listener, addr) = common::bind_on(&rt, "127.0.0.1");
         rt.spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 tokio::spawn(async move {
@@ -113,21 +110,13 @@ struct AnsweringProxy {
 
 impl AnsweringProxy {
     fn start(status: &'static str) -> AnsweringProxy {
-        let rt = server_runtime();
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
+        let rt = common::server_rt();
+        let (listener, addr) = common::bind_on(&rt, "127.0.0.1");
         rt.spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
                 tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
+                    if common::read_head(&mut stream).await.is_none() {
+                        return;
                     }
                     let resp = format!(
                         "HTTP/1.1 {status}\r\nproxy-authenticate: Basic realm=\"x\"\r\n\
@@ -147,14 +136,6 @@ impl Drop for AnsweringProxy {
             rt.shutdown_background();
         }
     }
-}
-
-fn server_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("a server runtime")
 }
 
 /// Every way an error can be printed: its forms and each link of its chain.

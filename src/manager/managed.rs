@@ -520,7 +520,10 @@ impl<F: ClientFactory> Managed<F> {
         let foreign = inner.foreign.get_or_init(|| {
             // The factory's code is the user's: a panic in it must not escape a deref.
             let built = catch_unwind(AssertUnwindSafe(|| {
-                inner.factory.foreign_runtime_client(inner.runtime).map(Box::new)
+                inner
+                    .factory
+                    .foreign_runtime_client(inner.runtime)
+                    .map(Box::new)
             }));
             built.unwrap_or_else(|panic| {
                 tracing::error!(

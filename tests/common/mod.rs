@@ -196,6 +196,42 @@ pub async fn text(resp: http::Response<rtlocal::ResponseBody>) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// A test server's own runtime: one worker thread, every driver, driven whatever the
+/// clients' runtimes do.
+pub fn server_rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a server runtime")
+}
+
+/// A listener on `ip`, on a port the OS picks, bound on `rt`, and its address.
+pub fn bind_on(
+    rt: &tokio::runtime::Runtime,
+    ip: &str,
+) -> (tokio::net::TcpListener, std::net::SocketAddr) {
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind((ip, 0)))
+        .unwrap_or_else(|e| panic!("bind {ip}:0: {e}"));
+    let addr = listener.local_addr().expect("local addr");
+    (listener, addr)
+}
+
+/// Reads a request head, up to its blank line; `None` if the peer ends it first.
+pub async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(head)
+}
+
 pub fn current_thread_rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

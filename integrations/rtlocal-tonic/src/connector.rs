@@ -319,37 +319,8 @@ impl Service<Uri> for RefuseForeign {
     }
 
     fn call(&mut self, _: Uri) -> Self::Future {
-        let used_on = tokio::runtime::Handle::try_current().ok().map(|h| h.id());
-        std::future::ready(Err(Box::new(ForeignRuntime {
-            owner: self.owner,
-            used_on,
-        })))
+        std::future::ready(Err(Box::new(rtlocal::ForeignRuntime::here(
+            "channel", self.owner,
+        ))))
     }
 }
-
-/// Why a kept channel handle refused a call on another runtime.
-#[derive(Debug)]
-struct ForeignRuntime {
-    owner: tokio::runtime::Id,
-    used_on: Option<tokio::runtime::Id>,
-}
-
-impl fmt::Display for ForeignRuntime {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "this managed channel belongs to runtime {}, and was used on ",
-            self.owner
-        )?;
-        match self.used_on {
-            Some(id) => write!(f, "runtime {id}")?,
-            None => f.write_str("another runtime")?,
-        }
-        f.write_str(
-            ": its connection is a task of its own runtime, so nothing was sent; get this \
-             runtime's channel with `manager.client().await`",
-        )
-    }
-}
-
-impl StdError for ForeignRuntime {}

@@ -236,14 +236,7 @@ impl ConnTracker {
     pub(crate) fn close(&self) {
         let tasks = {
             let mut st = self.state.lock();
-            st.closed = true;
-            for (_, socket) in st.sockets.drain() {
-                shutdown_socket(socket.raw);
-                self.uncount(socket);
-            }
-            if let Some(key) = st.reaper.take() {
-                timer::cancel(&key);
-            }
+            self.shut_everything(&mut st);
             std::mem::take(&mut st.tasks)
         };
         // Outside the lock: a task's guard takes it when the task is dropped.
@@ -259,7 +252,13 @@ impl ConnTracker {
     /// reactor that is gone, so unusable: its peer sees it end now rather than whenever
     /// the application drops it. The tasks are left to the teardown.
     pub(crate) fn runtime_gone(&self) {
-        let mut st = self.state.lock();
+        self.shut_everything(&mut self.state.lock());
+    }
+
+    /// Marks the tracker closed, shuts every registered socket down on the wire (under
+    /// the lock, so each fd is still open: see [`shutdown_socket`]) and cancels the
+    /// reaper.
+    fn shut_everything(&self, st: &mut TrackerState) {
         st.closed = true;
         for (_, socket) in st.sockets.drain() {
             shutdown_socket(socket.raw);
