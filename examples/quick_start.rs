@@ -1,6 +1,5 @@
-//! The README's Quick start: fetch a URL with this thread's client for this runtime.
-//!
-//! `cargo run --example quick_start -- http://127.0.0.1:8080/`
+//! Fetches a URL (the first argument; `http://127.0.0.1:8080/` by default) with this
+//! thread's client for this runtime and prints the body.
 
 use http_body_util::BodyExt;
 
