@@ -58,8 +58,8 @@
 //! ```
 //!
 //! Call `client().await` where you need a client, rather than storing one: on an
-//! unchanged runtime it costs a thread-local lookup and one `Arc` clone (measured below
-//! at less than cloning a hyper-util client out of a `static`).
+//! unchanged runtime it costs a thread-local lookup and one `Arc` clone, about what
+//! cloning a hyper-util client out of a `static` costs (see Performance).
 //!
 //! # Recipes
 //!
@@ -234,28 +234,80 @@
 //!
 //! # Semantics
 //!
-//! * The runtime is identified by `Handle::id()` *plus* a liveness token, because tokio
-//!   reuses ids once a runtime is gone.
-//! * A close first stops the client taking requests, gives in-flight ones up to the close
-//!   timeout, then shuts its connections down on the wire (the server sees them close),
-//!   even when the runtime that owns them is alive but idle. A close that overruns is
-//!   forced, counted ([`Stats::forced_closes`]) and logged with `warn!`.
-//! * A replaced or closed client never comes back; using a kept handle re-routes to the
-//!   current client ([`Client`]) or finds it closed ([`Managed::is_open`]).
-//! * A thread that exits has its client retired in place — still reachable by
-//!   `close_all` and `shutdown` — and closed by a background closer thread, never by a
-//!   task queued on the client's runtime, which may be idle. `client()` from a
-//!   thread-local destructor late in a thread's teardown is an error, never a panic.
-//! * A caller whose slot is being retired (`close_all`, `shutdown`) never waits for the
-//!   retirement — it may hold the very response body being drained: it builds anew.
-//! * [`ClientFactory::build`] is async and runs outside every lock; the callers of one
-//!   slot share it; it is bounded by [`ManagerBuilder::build_timeout`]; a panic in it, or
-//!   in the factory's `close`, `abort` or `release`, is contained and reported, never
-//!   propagated into `client()`, a runtime's teardown or a `close_all`.
-//! * Outside a runtime, `client()` fails at once with [`Error::is_no_runtime`].
-//! * Logging through `tracing`: `debug!` for lifecycle, `warn!` only for forced closes,
-//!   `error!` for callback panics.
-//! * One DEBUG span per request, `http.request` (see [`Client::request`]).
+//! * **Same thread and same live runtime → the same client** ([`Client::id`] equal).
+//!   Another thread gets another client (unless [`Sharing::PerRuntime`]). The runtime is
+//!   identified by `Handle::id()` *plus* a liveness token, because tokio reuses ids once a
+//!   runtime is gone.
+//! * **Runtime changed → close, then reset, then publish.** The stale client stops taking
+//!   requests, its in-flight requests get up to the close timeout (default 5 s) to finish,
+//!   then its connections are shut down on the wire; only then is the slot reset and the
+//!   new client published. Concurrent callers during a replacement all receive the one new
+//!   client. A close that overruns is forced, counted ([`Stats::forced_closes`]) and logged
+//!   with `warn!`. A replaced client is never handed out again.
+//! * **Runtime torn down → its clients are closed right then** (on `drop`,
+//!   `shutdown_background` and `shutdown_timeout`, `current_thread` and `multi_thread`),
+//!   not at the next use.
+//! * **Closed means closed on the wire**: every socket is tracked, so closing a client
+//!   shuts its connections down (the server sees them end) even when the runtime that owns
+//!   their tasks is alive but idle. (For [`ReqwestFactory`], which cannot reach reqwest's
+//!   sockets, see its docs and [`CloseReport::not_closed_on_wire`].)
+//! * **A [`Client`] used from another runtime never hangs**: the request is transparently
+//!   re-routed to the manager's client for the current thread and runtime. A client used
+//!   after it was closed is re-routed the same way ([`Managed::is_open`] tells a kept
+//!   handle's state). If the manager is gone, the request fails at once with
+//!   [`Error::is_closed`].
+//! * **Upgrades** (`101 Switching Protocols`, e.g. WebSocket) work through
+//!   `hyper::upgrade::on(response)`: the upgraded connection stays tracked — counted in
+//!   `Stats::connections_open` until the application drops it, left alone by
+//!   `pool_idle_timeout` once the application reads or writes it (it is no pooled
+//!   connection), and shut down on the wire by `close_all`/`shutdown` like any other
+//!   connection (its handshake request is over once the 101 arrives, so a close does not
+//!   wait for it). When its runtime is dropped while the application still holds it, the
+//!   teardown shuts it down on the wire and uncounts it: it is registered with a reactor
+//!   that is gone, so no read or write on it could succeed. `tests/upgrade.rs` checks each
+//!   of these.
+//! * **Outside a runtime**, `client()` fails at once with [`Error::is_no_runtime`].
+//! * **Teardown callbacks** ([`on_runtime_shutdown`], [`on_runtime_shutdown_for`]) run
+//!   exactly once, newest first, each under `catch_unwind` (a panic is logged with
+//!   `error!` and counted, never propagated into the runtime's drop). Registering on a
+//!   runtime that is already gone — including from inside a teardown callback — returns
+//!   [`Error::is_runtime_gone`] and the callback never runs. [`CleanupHandle::cancel`]
+//!   returns `true` iff the callback will never run. Callbacks are synchronous and must be
+//!   quick.
+//! * **Threads that exit** have their clients retired by a thread-local destructor: the
+//!   client stops taking requests but stays in its slot, reachable by `close_all` and
+//!   `shutdown`, while a background closer thread drains and closes it (bounded by the
+//!   close timeout) — never a task queued on the client's own runtime, which may be idle
+//!   (a `spawn_blocking` thread of an idle `current_thread` runtime, a runtime handed to
+//!   another thread). Once closed, the exited thread's slot is dropped from the manager.
+//!   `client()` called from a thread-local destructor late in a thread's teardown returns
+//!   an error ([`Error::is_closed`], saying the thread is exiting), never a panic.
+//! * **`shutdown(timeout)`** refuses new `client()` calls ([`Error::is_shut_down`]), lets
+//!   in-flight requests finish until the deadline, then cuts the rest (they fail with
+//!   [`Error::is_closed`], saying they were cut) and shuts every connection down on the
+//!   wire — across every thread's slot, including slots whose runtime is idle or gone.
+//!   **`close_all()`** does the same and leaves the manager usable. Both are idempotent and
+//!   safe to call concurrently; each returns a [`CloseReport`]. A request counts as in
+//!   flight until its response body is finished or dropped. A caller that asks for a
+//!   client while its slot is being retired is never made to wait for the retirement (it
+//!   may hold the very response body being drained): it gets a fresh client at once.
+//! * **Builds are asynchronous** ([`ClientFactory::build`] returns a future) and run
+//!   outside every lock. Callers of a slot share one build; it is bounded by
+//!   [`ManagerBuilder::build_timeout`] (default 30 s; past it every waiting caller fails
+//!   with [`Error::is_timeout`]); a panicking build fails every waiting caller at once with
+//!   [`Error::is_build`] and frees the slot; a cancelled leader's build is dropped and the
+//!   waiters build again.
+//! * **User code is isolated**: a factory's `close`, `abort` or `release` that panics is
+//!   contained (the client counts as closed, the panic is logged and reported in
+//!   [`CloseReport::failed`]); it never escapes into `client()`, a runtime's teardown or a
+//!   `close_all`.
+//! * **Closes work from anywhere**: deadlines are timers of the closer's runtime, so
+//!   `close_all()`/`shutdown()` awaited outside any tokio runtime (by another executor)
+//!   close and report forced closes as forced, not as failures.
+//! * Logging through `tracing`: `debug!` for lifecycle (created, replaced, closed, runtime
+//!   gone), `warn!` only for forced closes, `error!` for callback panics.
+//! * One DEBUG span per request, `http.request`, with OpenTelemetry's HTTP client fields
+//!   (see [`Client::request`]); not built unless a subscriber wants DEBUG.
 //!
 //! # Correctness
 //!
@@ -271,25 +323,20 @@
 //! build cancelled, failing or panicking with waiters, a stuck leader taken over,
 //! `close_all` racing `client()`, a thread's exit and a forced clear, shutdown racing a
 //! publish, per-runtime slot creation racing teardown, the hot cache racing `close_all`,
-//! callback registration and `cancel` racing teardown. README's Correctness section says
-//! what each model checks and what loom cannot reach. Run them with
-//! `bash loom-tests/run.sh`.
+//! callback registration and `cancel` racing teardown.
+//! [`docs/correctness.md`](https://github.com/rtlocal/rtlocal/blob/main/docs/correctness.md)
+//! says what each model checks, how each can fail and what loom cannot reach. Run them
+//! with `bash loom-tests/run.sh`.
 //!
 //! # Performance
 //!
-//! Measured on a 2-core virtual machine against baselines in the same run
-//! (`benches/README.md` has the tables and the commands):
-//!
-//! | what | rtlocal, relative to the baseline | baseline, same run |
-//! |---|---|---|
-//! | `client()` on an unchanged runtime, 1 thread | 0.6–0.9× the time | cloning a hyper-util client out of a `static OnceLock` |
-//! | `client()`, 2 threads at once | 7–10× the throughput | a global `Mutex<HashMap<(ThreadId, runtime::Id), Client>>` |
-//! | requests on loopback | 0.97–1.03× the throughput at concurrency 1, 0.94–0.97× at 64 | raw hyper-util, same settings |
-//! | runtime churn (new runtime, first request, drop) | 1.04–1.06× the time | a fresh raw hyper-util client each time |
-//! | `close_all` over 1,000 slots | 2–4 ms | |
-//! | [`Sharing::PerRuntime`], tasks hopping between 4 workers | 1 connection instead of 4 | [`Sharing::PerThread`] |
-//!
-//! `client()` on an unchanged runtime does not allocate (`tests/alloc.rs` asserts it).
+//! Every figure is measured against a baseline in the same run (the hot path of
+//! `client()` against cloning a hyper-util client out of a `static`, requests against raw
+//! hyper-util, runtime churn, the task-runner workload against each workaround,
+//! `close_all` at scale, per-thread against per-runtime sharing):
+//! [`benches/README.md`](https://github.com/rtlocal/rtlocal/blob/main/benches/README.md)
+//! has the tables, the commands and what limits each figure. `client()` on an unchanged
+//! runtime does not allocate (`tests/alloc.rs` asserts it).
 //!
 //! # Limitations
 //!
@@ -309,9 +356,21 @@
 //!
 //! # Cargo features
 //!
-//! * `rustls` — HTTPS with rustls (ring), Mozilla roots, private CAs, ALPN (HTTP/2 over
-//!   TLS). `rustls-native-roots` also trusts the operating system's roots.
-//! * `reqwest` — [`ReqwestFactory`] and [`ReqwestManager`].
+//! None is on by default.
+//!
+//! * `rustls` — HTTPS with rustls (ring), Mozilla roots from `webpki-roots`, private CAs,
+//!   ALPN (HTTP/2 over TLS).
+//! * `rustls-native-roots` — as `rustls`, also trusting the operating system's root store.
+//! * `reqwest` — [`ReqwestFactory`] and [`ReqwestManager`]: managed `reqwest::Client`s
+//!   (reqwest with no default features; enable the reqwest features you need in your own
+//!   `Cargo.toml`).
+//! * `metrics` — the statistics as live metrics through the `metrics` 0.24 facade (no
+//!   exporter of its own: install the recorder you want); names and attributes in
+//!   [`docs/telemetry.md`](https://github.com/rtlocal/rtlocal/blob/main/docs/telemetry.md).
+//!
+//! Without a TLS feature the default build stays small and fast to compile, and an
+//! `https` request fails with [`Error::is_connect`] saying which feature to enable, before
+//! any socket opens. HTTP/2 (prior knowledge, or by ALPN) is always built in.
 //!
 //! # MSRV
 //!
