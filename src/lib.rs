@@ -360,7 +360,10 @@
 //!
 //! * `rustls` — HTTPS with rustls (ring), Mozilla roots from `webpki-roots`, private CAs,
 //!   ALPN (HTTP/2 over TLS).
-//! * `rustls-native-roots` — as `rustls`, also trusting the operating system's root store.
+//! * `rustls-plus-native-roots` — as `rustls`, and also trusting the operating system's
+//!   root store (the Mozilla roots stay trusted).
+//! * `rustls-native-roots` — the old name of `rustls-plus-native-roots`, kept for one
+//!   release (removed in 0.2): it read as "the system's roots instead of Mozilla's".
 //! * `reqwest` — [`ReqwestFactory`] and [`ReqwestManager`]: managed `reqwest::Client`s
 //!   (reqwest with no default features; enable the reqwest features you need in your own
 //!   `Cargo.toml`).
