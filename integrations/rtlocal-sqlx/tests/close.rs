@@ -7,8 +7,9 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{SERVER, current_thread};
+use common::SERVER;
 use rtlocal_sqlx::{PgManager, PgPoolFactory};
+use rtlocal_testkit::current_thread;
 use sqlx::postgres::PgPoolOptions;
 
 const SETTLE: Duration = Duration::from_secs(10);
@@ -62,7 +63,7 @@ fn close_all_and_shutdown_close_every_threads_pool() {
     let live = manager.stats().clients_live as usize;
     assert!(live >= 1);
     assert!(
-        SERVER.connections() >= live as i64,
+        SERVER.connections() >= live,
         "every pool has a connection open"
     );
     let report = rt.block_on(manager.close_all());
@@ -109,7 +110,7 @@ fn close_all_right_after_the_last_query_reports_what_the_idle_runtime_keeps_open
     let open = SERVER.connections();
     assert_eq!((report.closed, report.forced), (1, 0), "{report}");
     assert_eq!(open, 1, "the released connection waits on its runtime");
-    assert_eq!(report.not_closed_on_wire as i64, open, "{report}");
+    assert_eq!(report.not_closed_on_wire, open, "{report}");
     assert_eq!(report.not_closed_on_wire_runtimes, [idle.handle().id()]);
     // Dropping the runtime drops the task, and the connection with it.
     drop(idle);
@@ -126,7 +127,7 @@ fn shutdown_right_after_the_last_query_reports_what_the_idle_runtime_keeps_open(
     let open = SERVER.connections();
     assert_eq!((report.closed, report.forced), (1, 0), "{report}");
     assert_eq!(open, 1, "the released connection waits on its runtime");
-    assert_eq!(report.not_closed_on_wire as i64, open, "{report}");
+    assert_eq!(report.not_closed_on_wire, open, "{report}");
     drop(idle);
     assert_eq!(SERVER.wait_connections(0, SETTLE), 0);
 }
@@ -153,7 +154,7 @@ fn shutdown_all_right_after_the_last_query_reports_what_the_idle_runtime_keeps_o
     let open = SERVER.connections();
     assert_eq!((report.closed, report.forced), (1, 0), "{report}");
     assert_eq!(open, 1, "the released connection waits on its runtime");
-    assert_eq!(report.not_closed_on_wire as i64, open, "{report}");
+    assert_eq!(report.not_closed_on_wire, open, "{report}");
     drop(idle);
     assert_eq!(SERVER.wait_connections(0, SETTLE), 0);
 }
