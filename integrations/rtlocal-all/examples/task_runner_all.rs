@@ -23,8 +23,8 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use rtlocal_all::servers::{Servers, check_installed};
-use rtlocal_all::{Error, Managers, NAMES, block_on_outside, current_thread};
+use rtlocal_all::{Error, Managers, NAMES, Targets, block_on_outside, current_thread};
+use rtlocal_testkit::{Servers, check_installed};
 
 const WORKERS: usize = 2;
 const RUNTIMES_PER_WORKER: usize = 3;
@@ -60,8 +60,13 @@ fn main() -> ExitCode {
 
 /// Everything that failed (empty: all went well); `Err` when the run could not go on.
 fn run() -> Result<Vec<String>, Error> {
-    let servers = Arc::new(Servers::start()?);
-    let managers = Arc::new(Managers::build(&servers)?);
+    let servers = Servers::start();
+    let managers = Arc::new(Managers::build(&Targets {
+        http_url: servers.http.url("/"),
+        redis_url: servers.redis.url(),
+        postgres: servers.postgres.options(),
+        grpc_uri: servers.grpc.uri(),
+    })?);
     println!(
         "servers: http {}, redis {}, grpc {}, postgres up",
         servers.http.url("/"),
@@ -72,11 +77,11 @@ fn run() -> Result<Vec<String>, Error> {
     let (idle_tx, idle_rx) = mpsc::channel::<usize>();
     let mut workers = Vec::new();
     for w in 0..WORKERS {
-        let (servers, managers, idle_tx) = (servers.clone(), managers.clone(), idle_tx.clone());
+        let (managers, idle_tx) = (managers.clone(), idle_tx.clone());
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name(format!("worker-{w}"))
-            .spawn(move || worker(w, &servers, &managers, &idle_tx, &stop_rx))?;
+            .spawn(move || worker(w, &managers, &idle_tx, &stop_rx))?;
         workers.push((stop_tx, thread));
     }
     drop(idle_tx);
@@ -131,7 +136,7 @@ fn run() -> Result<Vec<String>, Error> {
     }
     print_stats("after the workers stopped", &managers);
 
-    let open = servers.wait_closed(HANG_GUARD)?;
+    let open = servers.wait_closed(HANG_GUARD);
     println!("connections the servers see open now: {open}");
     if !open.is_zero() {
         failures.push(format!("servers still see connections: {open}"));
@@ -143,7 +148,6 @@ fn run() -> Result<Vec<String>, Error> {
 /// each; idles on the last one until told to stop. Returns the jobs that failed.
 fn worker(
     w: usize,
-    servers: &Servers,
     managers: &Managers,
     idle: &mpsc::Sender<usize>,
     stop: &mpsc::Receiver<()>,
@@ -153,7 +157,7 @@ fn worker(
         let rt = current_thread();
         for j in 0..JOBS_PER_RUNTIME {
             let n = i32::try_from((w * 100) + (r * 10) + j).unwrap_or(i32::MAX);
-            if let Err(e) = rt.block_on(managers.round_trip(servers, n)) {
+            if let Err(e) = rt.block_on(managers.round_trip(n)) {
                 failures.push(format!("worker {w}, runtime {r}, job {j}: {e}"));
             }
         }

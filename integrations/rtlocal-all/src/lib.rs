@@ -5,25 +5,29 @@
 //! Not published: the crate holds what its test (`tests/shutdown_all.rs`) and its example
 //! (`examples/task_runner_all.rs`) share:
 //!
-//! * [`servers`]: an HTTP server (hyper), a redis-server, a PostgreSQL server and a gRPC
-//!   server (tonic's health service), each started on a free port of 127.0.0.1 and stopped
-//!   when dropped, each able to say how many connections it has open;
-//! * [`Managers`]: the five managers, named, pointed at those servers, and
-//!   [`Managers::round_trip`], one real request through each;
+//! * [`Managers`]: the five managers, named, pointed at [`Targets`] (one server of each
+//!   kind), and [`Managers::round_trip`], one real request through each;
 //! * [`block_on_outside`]: drives a future (such as `shutdown_all`) on a plain thread, with
 //!   no tokio runtime at all.
 //!
-//! PostgreSQL and redis-server come from the Debian packages (`bash .ci/servers` installs
-//! them); [`servers::check_installed`] says what is missing.
+//! The servers themselves (hyper, redis-server, PostgreSQL, tonic's health service, each
+//! on 127.0.0.1 and able to say how many connections it has open) are the workspace's
+//! dev-only fixtures, `rtlocal-testkit`, which the test and the example take as a
+//! dev-dependency.
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use rtlocal_all::{Managers, block_on_outside, servers::Servers};
+//! use rtlocal_all::{Managers, Targets, block_on_outside};
 //!
-//! let servers = Servers::start()?;
-//! let managers = Managers::build(&servers)?;
+//! let targets = Targets {
+//!     http_url: "http://127.0.0.1:8080/".into(),
+//!     redis_url: "redis://127.0.0.1:6379/".into(),
+//!     postgres: "postgres://postgres@127.0.0.1:5432/postgres".parse()?,
+//!     grpc_uri: "http://127.0.0.1:50051".into(),
+//! };
+//! let managers = Managers::build(&targets)?;
 //! let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-//! rt.block_on(managers.round_trip(&servers, 1))?;
+//! rt.block_on(managers.round_trip(1))?;
 //! let report = block_on_outside(
 //!     Duration::from_secs(20),
 //!     rtlocal::shutdown_all(Duration::from_secs(5)),
@@ -46,8 +50,6 @@
     unreachable_pub
 )]
 
-pub mod servers;
-
 use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
@@ -58,9 +60,11 @@ use rtlocal::{HttpClientManager, Manager, ReqwestFactory, ReqwestManager};
 use rtlocal_redis::{ManagedRedisExt, RedisFactory, RedisManager};
 use rtlocal_sqlx::{PgManager, PgPoolFactory};
 use rtlocal_tonic::{ChannelFactory, ChannelManager};
-use sqlx::postgres::PgPoolOptions;
-
-use servers::Servers;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 /// Errors of this crate's helpers: whatever went wrong, with its message.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -71,8 +75,22 @@ pub const BOUND: Duration = Duration::from_secs(5);
 /// The names the managers report under in a [`rtlocal::ShutdownReport`].
 pub const NAMES: [&str; 5] = ["http", "reqwest", "postgres", "redis", "grpc"];
 
+/// Where the managers' clients go: one server of each kind.
+#[derive(Debug, Clone)]
+pub struct Targets {
+    /// An HTTP/1.1 server's URL, answering `GET` with "hello": for the HTTP and reqwest
+    /// managers.
+    pub http_url: String,
+    /// A redis server's URL.
+    pub redis_url: String,
+    /// A PostgreSQL server.
+    pub postgres: PgConnectOptions,
+    /// A gRPC server serving the standard health service.
+    pub grpc_uri: String,
+}
+
 /// The five managers, one per kind of client, named as in [`NAMES`] and pointed at
-/// [`Servers`].
+/// [`Targets`].
 #[derive(Debug)]
 pub struct Managers {
     /// hyper-util clients; named "http" (the name every `HttpClientManager` has).
@@ -85,31 +103,33 @@ pub struct Managers {
     pub redis: RedisManager,
     /// tonic `Channel`s, named "grpc".
     pub grpc: ChannelManager,
+    /// What the HTTP and reqwest round trips get.
+    http_url: String,
 }
 
 impl Managers {
-    /// The five managers for `servers`.
+    /// The five managers for `targets`.
     ///
     /// # Errors
     /// A manager's settings were refused or a server's address did not parse.
-    pub fn build(servers: &Servers) -> Result<Managers, Error> {
+    pub fn build(targets: &Targets) -> Result<Managers, Error> {
         let http = HttpClientManager::builder().build()?;
         let reqwest = Manager::builder(ReqwestFactory::with_builder(|| {
             ReqwestFactory::client_builder().timeout(BOUND)
         }))
         .name("reqwest")
         .build()?;
-        let pg = PgPoolFactory::new(servers.postgres.options()).with_pool_options(
+        let pg = PgPoolFactory::new(targets.postgres.clone()).with_pool_options(
             PgPoolOptions::new()
                 .max_connections(2)
                 .acquire_timeout(BOUND),
         );
         let postgres = Manager::builder(pg).name("postgres").build()?;
-        let redis = Manager::builder(RedisFactory::open(servers.redis.url())?)
+        let redis = Manager::builder(RedisFactory::open(targets.redis_url.as_str())?)
             .name("redis")
             .build_timeout(BOUND)
             .build()?;
-        let grpc = Manager::builder(ChannelFactory::from_shared(servers.grpc.uri())?)
+        let grpc = Manager::builder(ChannelFactory::from_shared(targets.grpc_uri.clone())?)
             .name("grpc")
             .build()?;
         Ok(Managers {
@@ -118,6 +138,7 @@ impl Managers {
             postgres,
             redis,
             grpc,
+            http_url: targets.http_url.clone(),
         })
     }
 
@@ -128,8 +149,8 @@ impl Managers {
     ///
     /// # Errors
     /// The first request that failed, hung or answered wrongly, naming its client.
-    pub async fn round_trip(&self, servers: &Servers, n: i32) -> Result<(), Error> {
-        let url = servers.http.url("/");
+    pub async fn round_trip(&self, n: i32) -> Result<(), Error> {
+        let url = self.http_url.clone();
         bounded("http", async {
             let resp = self.http.client().await?.get(&url).await?;
             let body = resp.into_body().collect().await?.to_bytes();
@@ -166,7 +187,7 @@ impl Managers {
         .await?;
         bounded("grpc", async {
             let channel = self.grpc.client().await?.channel();
-            servers::grpc_health_check(channel).await
+            grpc_health_check(channel).await
         })
         .await
     }
@@ -187,6 +208,21 @@ impl Managers {
             .filter(|(_, e)| !e.as_ref().is_some_and(rtlocal::Error::is_shut_down))
             .map(|(name, _)| name)
             .collect()
+    }
+}
+
+/// A gRPC health check through `channel`: `Ok` when the server says SERVING.
+async fn grpc_health_check(channel: Channel) -> Result<(), Error> {
+    let resp = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await?;
+    let status = resp.get_ref().status;
+    if status == ServingStatus::Serving as i32 {
+        Ok(())
+    } else {
+        Err(format!("health check: status {status}, not SERVING").into())
     }
 }
 

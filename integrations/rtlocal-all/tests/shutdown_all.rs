@@ -8,8 +8,8 @@
 
 use std::time::{Duration, Instant};
 
-use rtlocal_all::servers::{Servers, check_installed};
-use rtlocal_all::{Managers, NAMES, block_on_outside, current_thread, settle};
+use rtlocal_all::{Managers, NAMES, Targets, block_on_outside, current_thread, settle};
+use rtlocal_testkit::{Servers, check_installed};
 
 /// A hang guard for every wait, not a timing.
 const HANG_GUARD: Duration = Duration::from_secs(20);
@@ -19,14 +19,20 @@ fn shutdown_all_closes_every_kind_of_client_and_every_server_sees_zero_connectio
     if let Err(missing) = check_installed() {
         panic!("{missing}");
     }
-    let servers = Servers::start().expect("the four servers");
-    let managers = Managers::build(&servers).expect("the five managers");
+    let servers = Servers::start();
+    let managers = Managers::build(&Targets {
+        http_url: servers.http.url("/"),
+        redis_url: servers.redis.url(),
+        postgres: servers.postgres.options(),
+        grpc_uri: servers.grpc.uri(),
+    })
+    .expect("the five managers");
 
     // A round trip through each manager's client, on a current_thread runtime.
     let rt = current_thread();
-    rt.block_on(managers.round_trip(&servers, 1))
+    rt.block_on(managers.round_trip(1))
         .expect("a round trip through every client");
-    let before = servers.open().expect("the servers' views");
+    let before = servers.open();
     println!("open after the round trips: {before}");
     assert!(before.http >= 1, "{before}");
     assert_eq!(
@@ -86,9 +92,7 @@ fn shutdown_all_closes_every_kind_of_client_and_every_server_sees_zero_connectio
 
     // Closed on the wire by the shutdown itself, while the clients' runtime idles: the
     // pool's connections (Pool::close) and the channel's (shut down on its sockets).
-    let pg = settle(HANG_GUARD, 0, || {
-        servers.postgres.connections().expect("pg_stat_activity")
-    });
+    let pg = settle(HANG_GUARD, 0, || servers.postgres.connections());
     assert_eq!(
         pg, 0,
         "PostgreSQL sees no pool connection while the runtime idles"
@@ -107,9 +111,7 @@ fn shutdown_all_closes_every_kind_of_client_and_every_server_sees_zero_connectio
         .find(|m| m.name == "redis")
         .map(|m| m.report.not_closed_on_wire)
         .expect("a line for redis");
-    let redis = settle(HANG_GUARD, redis_left, || {
-        servers.redis.connections().expect("CLIENT LIST")
-    });
+    let redis = settle(HANG_GUARD, redis_left, || servers.redis.connections());
     assert_eq!(
         (redis, redis_left),
         (1, 1),
@@ -132,7 +134,7 @@ fn shutdown_all_closes_every_kind_of_client_and_every_server_sees_zero_connectio
     // reqwest and redis have no close of their own: their sockets close when their
     // runtime next runs or is dropped (as their factories document). This runtime is done.
     drop(rt);
-    let after = servers.wait_closed(HANG_GUARD).expect("the servers' views");
+    let after = servers.wait_closed(HANG_GUARD);
     println!("open after shutdown_all: {after}");
     assert!(after.is_zero(), "every server sees 0 connections: {after}");
 }

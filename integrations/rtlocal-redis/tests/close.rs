@@ -1,13 +1,12 @@
 //! Closing managed ConnectionManagers, judged by what the server reports (`CLIENT LIST`).
 //! Each test has a server of its own, so the counts are its alone.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Server, current_thread};
 use rtlocal_redis::{ManagedRedisExt, RedisFactory, RedisManager};
+use rtlocal_testkit::current_thread;
+use rtlocal_testkit::redis::Redis;
 
 const SETTLE: Duration = Duration::from_secs(5);
 
@@ -22,7 +21,7 @@ async fn ping(manager: &RedisManager) {
 
 #[test]
 fn close_all_closes_every_threads_connection() {
-    let server = Server::start();
+    let server = Redis::start();
     let manager = Arc::new(RedisManager::new(
         RedisFactory::open(server.url()).expect("a redis URL"),
     ));
@@ -67,7 +66,7 @@ fn close_all_closes_every_threads_connection() {
 
 #[test]
 fn task_runner_churn_leaves_no_connection() {
-    let server = Server::start();
+    let server = Redis::start();
     let manager = Arc::new(RedisManager::new(
         RedisFactory::open(server.url()).expect("a redis URL"),
     ));
@@ -98,7 +97,7 @@ fn task_runner_churn_leaves_no_connection() {
 /// What the server sees, against what the report says: a close that ends while the
 /// client's runtime idles cannot close its socket (a task of that runtime), and the
 /// report says so, naming that runtime.
-fn assert_report_matches_the_server(server: &Server, report: &rtlocal::CloseReport) {
+fn assert_report_matches_the_server(server: &Redis, report: &rtlocal::CloseReport) {
     // The server's count settles at what the report says, and stays there: nothing drives
     // the idle runtime, so nothing could close the socket behind the report's back.
     assert_eq!(
@@ -110,7 +109,7 @@ fn assert_report_matches_the_server(server: &Server, report: &rtlocal::CloseRepo
 
 #[test]
 fn close_all_while_the_runtime_idles_reports_the_connection_left_open() {
-    let server = Server::start();
+    let server = Redis::start();
     let manager = RedisManager::new(RedisFactory::open(server.url()).expect("a redis URL"));
     // This thread's client, on a runtime that stays alive but idles once block_on returns.
     let idle = current_thread();
@@ -142,7 +141,7 @@ fn close_all_while_the_runtime_idles_reports_the_connection_left_open() {
 
 #[test]
 fn close_all_while_the_runtime_runs_closes_on_the_wire_and_says_so() {
-    let server = Server::start();
+    let server = Redis::start();
     let manager = RedisManager::new(RedisFactory::open(server.url()).expect("a redis URL"));
     let rt = current_thread();
     let report = rt.block_on(async {
@@ -158,7 +157,7 @@ fn close_all_while_the_runtime_runs_closes_on_the_wire_and_says_so() {
 #[test]
 fn an_idle_runtimes_connection_closes_when_that_runtime_ends() {
     // The limit the crate docs state: the socket's task belongs to its runtime.
-    let server = Server::start();
+    let server = Redis::start();
     let manager = RedisManager::new(RedisFactory::open(server.url()).expect("a redis URL"));
     let idle = current_thread();
     idle.block_on(ping(&manager));

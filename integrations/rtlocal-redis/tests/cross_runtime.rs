@@ -6,9 +6,10 @@ mod common;
 use std::sync::{LazyLock, OnceLock};
 use std::time::Duration;
 
-use common::{SERVER, current_thread};
+use common::SERVER;
 use redis::aio::ConnectionManager;
 use rtlocal_redis::{ManagedRedisExt, RedisFactory, RedisManager};
+use rtlocal_testkit::current_thread;
 
 /// Longer than redis's 500 ms response timeout: a hang shows as our timeout, a failure
 /// as redis's error.

@@ -3,18 +3,17 @@
 //!
 //! One test in its own binary: `shutdown_all` shuts every manager of the process down.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Server, current_thread};
 use rtlocal_redis::{ManagedRedisExt, RedisFactory};
+use rtlocal_testkit::current_thread;
+use rtlocal_testkit::redis::Redis;
 
 const SETTLE: Duration = Duration::from_secs(5);
 
 #[test]
 fn shutdown_all_while_the_runtime_idles_reports_what_the_server_still_sees() {
-    let server = Server::start();
+    let server = Redis::start();
     let manager = rtlocal::Manager::builder(RedisFactory::open(server.url()).expect("a redis URL"))
         .name("redis")
         .build()

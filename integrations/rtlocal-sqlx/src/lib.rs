@@ -47,18 +47,36 @@
 //! [`shutdown`](rtlocal::Manager::shutdown)) stops the manager handing the pool out,
 //! waits for requests counted with [`Managed::track`](rtlocal::Managed::track), then
 //! awaits [`Pool::close`](sqlx::Pool::close): new acquires fail with `PoolClosed`,
-//! checked-out connections are closed as they are returned, and idle ones are closed on
-//! the wire (PostgreSQL's `Terminate` message). That works from any runtime, even while
-//! the pool's own runtime idles: nothing in it needs that runtime's tasks.
-//! [`CloseReport`](rtlocal::CloseReport) counts it as closed.
+//! checked-out connections are closed as they are returned, and once every connection
+//! is back, the idle ones are closed on the wire (PostgreSQL's `Terminate` message).
+//! Closing idle connections works from any runtime, even while the pool's own runtime
+//! idles. [`CloseReport`](rtlocal::CloseReport) counts the pool as closed.
 //!
-//! **What cannot be closed in time:** a connection checked out by a task that never
-//! gives it back — a task of an idle runtime, a query stuck in the server. `Pool::close`
-//! waits for it, so the close overruns the close timeout and is reported as *forced*;
-//! the pool is then marked closed (the connection closes when its holder returns or
-//! drops it) and its idle connections close when the last handle on the pool is
-//! dropped. A runtime torn down drops its tasks, and the connections they held with
-//! them.
+//! **Connections left to the pool's runtime.** A connection that is not idle is checked
+//! out, or on its way back: sqlx returns a released connection to the pool through a
+//! task it spawns on the pool's runtime, which pings the connection first. A thread that
+//! leaves `block_on` right after its last query leaves that task queued, and while
+//! nobody drives the runtime, it never runs. Nothing outside the task can reach the
+//! connection, so the close cannot close it. When only such connections are left
+//! (none idle), the close checks whether the pool's runtime runs
+//! ([`rtlocal::runtime_is_running`], 50 ms at a time):
+//!
+//! * it runs: the close waits for the connections as `Pool::close` does. One held past
+//!   the close timeout (a query stuck in the server, a task that keeps it) makes the
+//!   close *forced*: the pool stays marked closed and the connection is closed when it
+//!   is returned;
+//! * it does not run: the close stops waiting. The pool is marked closed, the report
+//!   counts it in [`not_closed_on_wire`](rtlocal::CloseReport::not_closed_on_wire) and
+//!   names the runtime, and those connections stay open on the server until the runtime
+//!   runs again (the task returns each to the closed pool, which closes it) or is
+//!   dropped (its tasks are dropped, and each connection's socket with them).
+//!
+//! A pool with idle connections *and* connections left to a runtime that does not run
+//! cannot have its idle ones closed either (`Pool::close` closes them last): that close
+//! waits out the close timeout and is reported as forced.
+//!
+//! A close counted as closed, and not in `not_closed_on_wire`, has closed every
+//! connection of the pool on the wire.
 
 #![warn(
     missing_docs,
@@ -68,7 +86,10 @@
 )]
 
 use std::fmt;
+use std::pin::pin;
+use std::time::Duration;
 
+use futures_util::future::Either;
 use rtlocal::{ClientFactory, Manager};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tokio::runtime::Handle;
@@ -103,9 +124,11 @@ pub type PgManager = Manager<PgPoolFactory>;
 /// [`Sharing::PerRuntime`](rtlocal::Sharing::PerRuntime)): size `max_connections` for
 /// that.
 ///
-/// Closing a pool is `Pool::close().await`, reported as closed in
-/// [`CloseReport`](rtlocal::CloseReport); forced when a checked-out connection is not
-/// returned within the close timeout — see the [crate docs](crate#what-closed-means).
+/// Closing a pool is `Pool::close().await`, cut short when only connections left to a
+/// pool's runtime that does not run remain (reported in
+/// [`CloseReport::not_closed_on_wire`](rtlocal::CloseReport::not_closed_on_wire)); forced
+/// when a checked-out connection is not returned within the close timeout — see the
+/// [crate docs](crate#what-closed-means).
 ///
 /// ```
 /// use std::time::Duration;
@@ -191,9 +214,69 @@ impl ClientFactory for PgPoolFactory {
         pool.close().await;
     }
 
+    /// A released connection goes back to the pool through a task on the pool's
+    /// runtime (sqlx's `PoolConnection::drop`): `Pool::close` waits for it.
+    fn needs_runtime_to_close(&self) -> bool {
+        true
+    }
+
+    async fn close_on(&self, pool: &PgPool, runtime: Option<&Handle>) {
+        match runtime {
+            Some(runtime) => close_unless_idle(pool, runtime).await,
+            None => pool.close().await,
+        }
+    }
+
+    fn left_to_runtime(&self, pool: &PgPool) -> bool {
+        // `Pool::close` zeroes the size once it has closed every connection; a close
+        // cut short leaves the connections it could not reach counted.
+        pool.size() > 0
+    }
+
     fn abort(&self, pool: &PgPool) {
         // `close` marks the pool closed before its future first runs: no new acquires,
         // returned connections are closed. The idle ones go with the last handle.
         drop(pool.close());
+    }
+}
+
+/// How long a close gives the pool's runtime to run a probe task, and then waits before
+/// asking again.
+const RUNTIME_POLL: Duration = Duration::from_millis(50);
+
+/// `Pool::close`, given up once only connections the pool's runtime holds are left and
+/// that runtime does not run (see the [crate docs](crate#what-closed-means)).
+///
+/// Every connection that is not idle is checked out, or on its way back through a task
+/// on the pool's runtime (`PoolConnection::drop` spawns one and moves the connection
+/// into it): nothing outside that task can reach it, and `Pool::close` waits for it.
+async fn close_unless_idle(pool: &PgPool, runtime: &Handle) {
+    // Marks the pool closed at once: no new acquires, returned connections are closed.
+    let mut closing = pin!(pool.close());
+    loop {
+        let probe = pin!(rtlocal::runtime_is_running(runtime, RUNTIME_POLL));
+        let runs = match futures_util::future::select(closing.as_mut(), probe).await {
+            Either::Left(((), _)) => return,
+            Either::Right((runs, _)) => runs,
+        };
+        if !runs {
+            // Idle connections are closed by `Pool::close` only once every other
+            // connection is back: with some left, go on waiting (the close is forced at
+            // the timeout).
+            if pool.num_idle() == 0 && pool.size() > 0 {
+                return;
+            }
+            continue;
+        }
+        // The runtime runs: wait a while on its clock before asking again. Should it stop
+        // running meanwhile, this pause ends only with the close (or its timeout).
+        let pause = runtime.spawn(tokio::time::sleep(RUNTIME_POLL));
+        match futures_util::future::select(closing.as_mut(), pause).await {
+            Either::Left(((), _)) => return,
+            Either::Right((Ok(()), _)) => {}
+            // The runtime is shut down: its tasks, and the connections they held, are
+            // gone. Whatever is left is held elsewhere; wait for it as `Pool::close` does.
+            Either::Right((Err(_), _)) => return closing.await,
+        }
     }
 }

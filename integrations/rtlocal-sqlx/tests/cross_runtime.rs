@@ -6,8 +6,9 @@ mod common;
 use std::sync::{LazyLock, OnceLock};
 use std::time::Duration;
 
-use common::{SERVER, current_thread};
+use common::SERVER;
 use rtlocal_sqlx::{PgManager, PgPoolFactory};
+use rtlocal_testkit::current_thread;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 /// Longer than the pools' acquire timeout: a hang shows as our timeout, a failure as

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{check, current_thread};
+use rtlocal_testkit::current_thread;
+use rtlocal_testkit::grpc::check;
 use rtlocal_tonic::{ChannelFactory, ChannelManager};
 use tonic::transport::Endpoint;
 

@@ -1,17 +1,16 @@
 //! Closing managed Channels, judged by what the server sees: the connections it has
 //! open and has accepted. Each test has a server of its own.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Server, check, check_status, current_thread};
+use rtlocal_testkit::current_thread;
+use rtlocal_testkit::grpc::{Grpc, check, check_status};
 use rtlocal_tonic::{ChannelFactory, ChannelManager};
 
 const SETTLE: Duration = Duration::from_secs(5);
 
-fn manager(server: &Server) -> ChannelManager {
+fn manager(server: &Grpc) -> ChannelManager {
     ChannelManager::new(ChannelFactory::from_shared(server.uri()).expect("a URI"))
 }
 
@@ -22,7 +21,7 @@ async fn call(manager: &ChannelManager) {
 
 #[test]
 fn close_all_and_shutdown_close_every_threads_connection() {
-    let server = Server::start();
+    let server = Grpc::start();
     let manager = Arc::new(manager(&server));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
@@ -65,7 +64,7 @@ fn close_all_and_shutdown_close_every_threads_connection() {
 
 #[test]
 fn close_all_from_another_runtime_closes_an_idle_runtimes_connection() {
-    let server = Server::start();
+    let server = Grpc::start();
     let manager = manager(&server);
     let idle = current_thread();
     let kept = idle.block_on(async {
@@ -117,7 +116,7 @@ fn assert_closed_status(result: Result<(), tonic::Status>, which: &str) {
 /// own runtime.
 #[test]
 fn every_call_through_a_closed_channel_is_unavailable_naming_the_manager() {
-    let server = Server::start();
+    let server = Grpc::start();
     let manager = manager(&server);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -146,7 +145,7 @@ fn every_call_through_a_closed_channel_is_unavailable_naming_the_manager() {
 
 #[test]
 fn task_runner_churn_leaves_no_connection() {
-    let server = Server::start();
+    let server = Grpc::start();
     let manager = Arc::new(manager(&server));
     // Threads that each own a runtime, one runtime after another.
     let threads: Vec<_> = (0..4)

@@ -6,7 +6,8 @@ mod common;
 
 use std::sync::LazyLock;
 
-use common::{SERVER, check};
+use common::SERVER;
+use rtlocal_testkit::grpc::check;
 use rtlocal_tonic::{ChannelFactory, ChannelManager};
 
 static GRPC: LazyLock<ChannelManager> = LazyLock::new(|| {
