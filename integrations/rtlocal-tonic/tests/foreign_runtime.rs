@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::{SERVER, check, current_thread};
+use common::SERVER;
+use rtlocal_testkit::current_thread;
+use rtlocal_testkit::grpc::check;
 use rtlocal_tonic::{ChannelFactory, ChannelManager};
 
 #[test]
