@@ -438,7 +438,7 @@ mod api {
     use crate::manager::runtime;
     pub use crate::manager::{
         ClientFactory, ClientId, CloseReport, Managed, Manager, ManagerBuilder, ManagerReport,
-        RequestGuard, Sharing, ShutdownReport, Stats, runtime_is_running, shutdown_all,
+        RequestGuard, Sharing, ShutdownReport, Stats, runtime_is_running, shutdown_all, sleep,
     };
     #[cfg(feature = "reqwest")]
     pub use crate::reqwest_factory::{ReqwestFactory, ReqwestManager};

@@ -338,6 +338,23 @@ pub async fn runtime_is_running(handle: &Handle, within: Duration) -> bool {
     runtime_runs(handle, within).await
 }
 
+/// Waits `duration` on rtlocal's timer thread, so from any runtime or executor, whatever
+/// any runtime is doing: for a [`ClientFactory`] that polls while it closes
+/// ([`ClientFactory::close_on`]). Without a timer thread (it could not be started) it
+/// returns at once.
+///
+/// ```
+/// # futures_executor::block_on(async {
+/// rtlocal::sleep(std::time::Duration::from_millis(1)).await; // no runtime needed
+/// # });
+/// ```
+pub async fn sleep(duration: Duration) {
+    let timer = TokioTimer;
+    let _ = timer
+        .until(timer.after(duration), std::future::pending::<()>())
+        .await;
+}
+
 /// Whether `runtime` runs a task within `bound`: spawned from here, a no-op task runs
 /// only if some thread drives that runtime. A runtime shutting down drops the task (and
 /// with it every connection task): that counts as running, its sockets are closed.

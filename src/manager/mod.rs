@@ -34,7 +34,7 @@ use std::time::Duration;
 pub use all::{ManagerReport, ShutdownReport, shutdown_all};
 pub use factory::ClientFactory;
 pub use id::ClientId;
-pub use managed::{Managed, RequestGuard, runtime_is_running};
+pub use managed::{Managed, RequestGuard, runtime_is_running, sleep};
 pub(crate) use options::Options;
 pub use options::Sharing;
 pub(crate) use shared::Shared;

@@ -268,15 +268,11 @@ async fn close_unless_idle(pool: &PgPool, runtime: &Handle) {
             }
             continue;
         }
-        // The runtime runs: wait a while on its clock before asking again. Should it stop
-        // running meanwhile, this pause ends only with the close (or its timeout).
-        let pause = runtime.spawn(tokio::time::sleep(RUNTIME_POLL));
-        match futures_util::future::select(closing.as_mut(), pause).await {
-            Either::Left(((), _)) => return,
-            Either::Right((Ok(()), _)) => {}
-            // The runtime is shut down: its tasks, and the connections they held, are
-            // gone. Whatever is left is held elsewhere; wait for it as `Pool::close` does.
-            Either::Right((Err(_), _)) => return closing.await,
+        // The runtime runs: wait a while (on rtlocal's timer thread, so the pause ends
+        // even if the runtime stops running meanwhile) before asking again.
+        let pause = pin!(rtlocal::sleep(RUNTIME_POLL));
+        if let Either::Left(((), _)) = futures_util::future::select(closing.as_mut(), pause).await {
+            return;
         }
     }
 }
