@@ -74,6 +74,10 @@ impl HttpClientManager {
         let mut options = config.options();
         options.name.get_or_insert_with(|| "http".into());
         let factory = HyperFactory::new(config, Arc::clone(&counters));
+        // The series only this layer records, described before the manager registers its
+        // own (the generic manager knows nothing of HTTP).
+        #[cfg(feature = "metrics")]
+        crate::http::metrics::describe();
         HttpClientManager {
             inner: Manager::from_parts(factory, options, counters),
         }

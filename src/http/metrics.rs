@@ -31,6 +31,8 @@ pub(crate) const REQUEST_DURATION: &str = "http.client.request.duration";
 pub(crate) const OPEN_CONNECTIONS: &str = "http.client.open_connections";
 pub(crate) const CONNECTION_DURATION: &str = "http.client.connection.duration";
 
+/// Describes this layer's series to the installed recorder (idempotent); called when an
+/// [`HttpClientManager`](crate::HttpClientManager) is built.
 pub(crate) fn describe() {
     describe_histogram!(
         REQUEST_DURATION,

@@ -78,8 +78,9 @@ impl fmt::Debug for Live {
     }
 }
 
-/// Describes every metric to the installed recorder (idempotent; cheap next to building
-/// a manager).
+/// Describes every metric a manager feeds to the installed recorder (idempotent; cheap
+/// next to building a manager). The HTTP layer's own series are described by the HTTP
+/// manager when it is built (`HttpClientManager`), the layer that records them.
 fn describe() {
     describe_gauge!(
         ACTIVE_REQUESTS,
@@ -146,7 +147,6 @@ fn describe() {
         Unit::Count,
         "teardown callbacks that panicked, process-wide (recorded by Stats::record_metrics)"
     );
-    crate::http::metrics::describe();
 }
 
 /// Registers `counters`' live handles with the installed recorder, labelled with the
