@@ -26,11 +26,11 @@ use crate::error::{Error, Kind};
 use crate::http::body::request::Body;
 use crate::http::body::response::ResponseBody;
 use crate::http::connect::Busy;
-use crate::http::deadline::Deadline;
 use crate::http::enter::poll_in;
 use crate::http::factory::{HyperParts, InFlight};
 use crate::http::uri::Target;
 use crate::manager::Counters;
+use crate::manager::timer::Deadline;
 use crate::redact;
 
 /// A request counted in flight (graceful drain) and busy (idle reaper), until dropped.

@@ -8,7 +8,6 @@ pub(crate) mod client;
 pub(crate) mod config;
 pub(crate) mod connect;
 pub(crate) mod credentials;
-pub(crate) mod deadline;
 pub(crate) mod enter;
 pub(crate) mod exchange;
 pub(crate) mod factory;
@@ -16,5 +15,4 @@ pub(crate) mod manager;
 #[cfg(feature = "metrics")]
 pub(crate) mod metrics;
 pub(crate) mod service;
-pub(crate) mod timer;
 pub(crate) mod uri;

@@ -3,8 +3,9 @@
 //!
 //! Everything that decides a client's fate is in `lifecycle/`; this folder supplies what
 //! only tokio can: runtime handles and their teardown (`runtime`), time and a thread that
-//! closes without an idle runtime's help (`timer`, `closer`), thread-locals (`hot`,
-//! `thread_slots`), and the driver the core runs (`shared`).
+//! closes without an idle runtime's help (`timer`, `closer`; `timer` also times the HTTP
+//! layer's requests, bodies and sockets), thread-locals (`hot`, `thread_slots`), and the
+//! driver the core runs (`shared`).
 //!
 //! # Lock order
 //! A manager's thread-slot list lock and its runtime-slot map lock are never held while a
@@ -24,7 +25,7 @@ pub(crate) mod runtime;
 mod shared;
 mod stats;
 mod thread_slots;
-mod timer;
+pub(crate) mod timer;
 
 use std::fmt;
 use std::future::Future;

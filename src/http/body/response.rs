@@ -8,8 +8,8 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
 use crate::error::{Error, Kind};
-use crate::http::deadline::Deadline;
 use crate::http::exchange::Exchange;
+use crate::manager::timer::Deadline;
 
 /// A response body: the bytes the server sent, as an [`http_body::Body`].
 ///

@@ -23,8 +23,8 @@ use crate::http::connect::stream::Conn;
 #[cfg(feature = "rustls")]
 use crate::http::connect::tls;
 use crate::http::connect::tracker::ConnTracker;
-use crate::http::deadline::Deadline;
 use crate::http::uri::Target;
+use crate::manager::timer::Deadline;
 
 /// hyper-util's HTTP connector (over our resolver), with connection limits, every socket
 /// registered in the tracker, proxies, and TLS for `https` URIs.

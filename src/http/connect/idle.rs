@@ -3,7 +3,7 @@
 //! hyper-util evicts idle pooled connections from a task on the client's runtime; a
 //! `current_thread` runtime that idles between jobs never runs it, so the connections
 //! stay open for as long as the runtime idles. Here the tracker evicts them from the
-//! process-wide [`timer`](crate::http::timer) thread instead, which runs whatever the
+//! process-wide [`timer`] thread instead, which runs whatever the
 //! runtime does.
 //!
 //! A socket is idle when no request of its client is in flight: a request counts from
@@ -41,7 +41,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::http::connect::tracker::{ConnTracker, shutdown_socket};
-use crate::http::timer::{self, TimerKey};
+use crate::manager::timer::{self, TimerKey};
 
 /// One request of a client in flight, for the idle reaper (see the module docs): a token
 /// handed back to [`ConnTracker::release`] when the request ends. It holds no reference

@@ -19,9 +19,9 @@ use tokio::task::AbortHandle;
 use crate::error::{BoxError, ClientClosed};
 use crate::http::connect::limits::Permits;
 use crate::http::connect::socket::{SocketState, TrackedTcp};
-use crate::http::timer::{self, TimerKey};
 use crate::idmap::IdMap;
 use crate::manager::Counters;
+use crate::manager::timer::{self, TimerKey};
 
 #[cfg(unix)]
 pub(super) type RawSocket = std::os::fd::RawFd;

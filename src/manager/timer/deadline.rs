@@ -5,7 +5,7 @@
 //! body or request future can outlive the runtime it was made on, or be polled by
 //! another executor, so a bare `Sleep` in them is a panic waiting for a user. A
 //! `Deadline` uses tokio's timer only while polled on the runtime that made its `Sleep`
-//! (the cheap, sharded path), and otherwise the process-wide [`timer`] thread.
+//! (the cheap, sharded path), and otherwise the process-wide timer thread ([`queue`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,7 +17,7 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use tokio::runtime::{self, Handle};
 
-use crate::http::timer::{self, TimerKey};
+use super::queue::{self, TimerKey};
 
 /// Waits until `at`, from anywhere.
 pub(crate) struct Deadline {
@@ -103,7 +103,7 @@ impl Deadline {
                 w.wake();
             }
         };
-        match timer::schedule(self.at, job) {
+        match queue::schedule(self.at, job) {
             Some(key) => Wait::Thread(key, alarm),
             None => Wait::Unarmed,
         }
@@ -113,7 +113,7 @@ impl Deadline {
 impl Drop for Deadline {
     fn drop(&mut self) {
         if let Wait::Thread(key, _) = &self.wait {
-            timer::cancel(key);
+            queue::cancel(key);
         }
     }
 }

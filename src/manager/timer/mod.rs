@@ -1,6 +1,19 @@
-//! The lifecycle core's [`Timer`] over tokio: deadlines as `std::time::Instant`, waits as
-//! sleeps on the closer's runtime (see `closer`), so they work from any thread and any
-//! executor.
+//! All timing over tokio, in one place; every wait here works from any thread and any
+//! executor, inside or outside a runtime.
+//!
+//! * [`TokioTimer`] (here): the lifecycle core's [`Timer`] over tokio: deadlines as
+//!   `std::time::Instant`, waits as sleeps on the closer's runtime (see `closer`).
+//! * [`queue`]: the process-wide queue of timed jobs, run by one task on the closer
+//!   ([`schedule`], [`cancel`], [`TimerKey`]).
+//! * [`deadline`]: [`Deadline`], a point in time a future can wait for from any
+//!   executor: the current runtime's tokio timer when polled on one, the queue when
+//!   polled outside any runtime.
+//!
+//! The HTTP layer times its requests, bodies, connect attempts and idle sockets with
+//! these; nothing here knows about HTTP.
+
+mod deadline;
+mod queue;
 
 use std::future::Future;
 use std::pin::pin;
@@ -11,7 +24,10 @@ use futures_util::future::{Either, select};
 use super::closer;
 use crate::lifecycle::Timer;
 
-/// See the module docs.
+pub(crate) use deadline::Deadline;
+pub(crate) use queue::{TimerKey, cancel, schedule};
+
+/// The lifecycle core's [`Timer`] over tokio: see the module docs.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct TokioTimer;
 
