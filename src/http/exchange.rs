@@ -16,7 +16,6 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use http::{Request, Response};
 use hyper_util::client::legacy::ResponseFuture;
@@ -30,7 +29,7 @@ use crate::http::enter::poll_in;
 use crate::http::factory::{HyperParts, InFlight};
 use crate::http::uri::Target;
 use crate::manager::Counters;
-use crate::manager::timer::Deadline;
+use crate::manager::timer::{self, Deadline};
 use crate::redact;
 
 /// A request counted in flight (graceful drain) and busy (idle reaper), until dropped.
@@ -108,7 +107,7 @@ impl Dispatch {
         // A timeout too large to add to `now` means no deadline (build() clamps it anyway).
         let deadline = parts
             .request_timeout
-            .and_then(|t| Instant::now().checked_add(t))
+            .and_then(timer::after)
             .map(Deadline::new);
         #[cfg(feature = "metrics")]
         let timer = Some(crate::http::metrics::RequestTimer::start(parts, &req));

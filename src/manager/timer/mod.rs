@@ -27,6 +27,11 @@ use crate::lifecycle::Timer;
 pub(crate) use deadline::Deadline;
 pub(crate) use queue::{TimerKey, cancel, schedule};
 
+/// `d` from now; `None` (no deadline) when `d` is too large to add to now.
+pub(crate) fn after(d: Duration) -> Option<Instant> {
+    Instant::now().checked_add(d)
+}
+
 /// The lifecycle core's [`Timer`] over tokio: see the module docs.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct TokioTimer;
@@ -36,7 +41,7 @@ impl Timer for TokioTimer {
     type Deadline = Option<Instant>;
 
     fn after(&self, d: Duration) -> Option<Instant> {
-        Instant::now().checked_add(d)
+        after(d)
     }
 
     fn remaining(&self, deadline: Option<Instant>) -> Duration {
