@@ -208,11 +208,11 @@ impl Error {
         Error::with_detail(Kind::Config, detail)
     }
 
-    /// Classifies a hyper-util client error: connect failures, timeouts found in the
-    /// source chain, and everything else as a request error.
-    #[cfg(not(rtlocal_loom))]
-    pub(crate) fn from_client(err: hyper_util::client::legacy::Error) -> Self {
-        if err.is_connect() {
+    /// Classifies an HTTP client error (`connect`: the connection could not be made):
+    /// connect failures, timeouts found in the source chain, and everything else as a
+    /// request error.
+    pub(crate) fn from_client(connect: bool, err: impl StdError + Send + Sync + 'static) -> Self {
+        if connect {
             let kind = if chain_has_timeout(&err) {
                 Kind::ConnectTimeout
             } else {

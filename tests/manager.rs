@@ -42,7 +42,11 @@ fn same_thread_same_runtime_same_client_other_thread_other_client() {
 #[test]
 fn new_runtime_gets_new_client_and_old_connection_is_closed_on_the_wire() {
     let server = TestServer::start();
-    let m = HttpClientManager::new();
+    // rt2's connection is closed at its teardown, not carried (tests/carry.rs).
+    let m = HttpClientManager::builder()
+        .carry_idle_connections(false)
+        .build()
+        .unwrap();
     let rt1 = current_thread_rt();
     let old = block_on_guarded(&rt1, async {
         let c = m.client().await.unwrap();
@@ -283,9 +287,20 @@ fn runtime_teardown_releases_clients_at_once() {
         // Released by the teardown itself, not at the next use.
         assert!(!c.is_open());
         assert_eq!(m.stats().clients_live, 0);
-        assert_eq!(server.wait_open(0), 0);
+        // Its idle connection is parked for this thread's next runtime, whichever way
+        // the runtime was shut down: the server sees the one connection throughout.
+        assert_eq!(server.wait_open(1), 1);
     }
+    assert_eq!(
+        server.accepted(),
+        1,
+        "a generation did not take the parked connection"
+    );
     assert_eq!(m.stats().runtime_releases, 3);
+    let rt = current_thread_rt();
+    let report = block_on_guarded(&rt, m.close_all());
+    assert_eq!(report.parked_closed, 1);
+    assert_eq!(server.wait_open(0), 0);
 }
 
 #[test]

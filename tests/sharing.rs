@@ -16,6 +16,9 @@ fn manager(sharing: Sharing) -> Arc<HttpClientManager> {
     Arc::new(
         HttpClientManager::builder()
             .sharing(sharing)
+            // These tests are about which client serves whom and when it is closed: a
+            // torn-down runtime's connections are closed, not carried (tests/carry.rs).
+            .carry_idle_connections(false)
             .build()
             .expect("valid configuration"),
     )

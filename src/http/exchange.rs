@@ -18,7 +18,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use hyper_util::client::legacy::ResponseFuture;
 use tracing::Span;
 
 use crate::error::{Error, Kind};
@@ -27,6 +26,7 @@ use crate::http::body::response::ResponseBody;
 use crate::http::connect::Busy;
 use crate::http::enter::poll_in;
 use crate::http::factory::{HyperParts, InFlight};
+use crate::http::pool::{Pooled, SendFuture};
 use crate::http::uri::Target;
 use crate::manager::Counters;
 use crate::manager::timer::{self, Deadline};
@@ -41,9 +41,19 @@ pub(crate) struct Exchange {
     /// exchange ends with its body.
     #[cfg(feature = "metrics")]
     conn: Option<crate::http::connect::socket::ConnState>,
+    /// The HTTP/1 connection the response arrives on: back to the pool once the body
+    /// has been read to its end ([`Exchange::body_read`]), closed otherwise.
+    pooled: Option<Pooled>,
 }
 
 impl Exchange {
+    /// The response body was read to its end: its connection may serve another request.
+    pub(crate) fn body_read(&mut self) {
+        if let Some(pooled) = self.pooled.take() {
+            pooled.reuse();
+        }
+    }
+
     /// Counts a request on `guard`'s client: taken before hyper-util can pick a pooled
     /// connection (see `connect/idle.rs`).
     #[inline]
@@ -53,6 +63,7 @@ impl Exchange {
             guard,
             #[cfg(feature = "metrics")]
             conn: None,
+            pooled: None,
         }
     }
 
@@ -87,7 +98,7 @@ impl Drop for Exchange {
 /// A request handed to hyper-util, until its response headers arrive: polled inside the
 /// client's runtime from anywhere, under the request timeout, inside its span.
 pub(crate) struct Dispatch {
-    sent: ResponseFuture,
+    sent: SendFuture,
     /// `None` once the future has completed.
     exchange: Option<Exchange>,
     /// Armed on the first `Pending`; handed on to the response body.
@@ -170,16 +181,14 @@ impl Future for Dispatch {
             return Poll::Ready(Err(polled_after_completion()));
         };
         let result = match poll_in(&exchange.parts().handle, &mut this.sent, cx) {
-            Poll::Ready(Ok(Ok(resp))) => {
-                #[cfg(feature = "metrics")]
-                let mut resp = resp;
-                #[allow(unused_mut)]
+            Poll::Ready(Ok(Ok((resp, pooled)))) => {
                 let mut exchange = this.exchange.take();
-                #[cfg(feature = "metrics")]
                 if let Some(exchange) = exchange.as_mut() {
-                    exchange.conn = resp
-                        .extensions_mut()
-                        .remove::<crate::http::connect::socket::ConnState>();
+                    #[cfg(feature = "metrics")]
+                    {
+                        exchange.conn = pooled.as_ref().and_then(Pooled::conn_state);
+                    }
+                    exchange.pooled = pooled;
                 }
                 let deadline = this.deadline.take();
                 let resp = resp.map(|b| ResponseBody::new(b, exchange, deadline));
@@ -194,7 +203,7 @@ impl Future for Dispatch {
                 if exchange.client_closed() {
                     Error::cut(e)
                 } else {
-                    Error::from_client(e)
+                    Error::from_client(e.is_connect(), e)
                 }
             }
             Poll::Ready(Err(e)) => e,

@@ -7,8 +7,6 @@ use std::time::Duration;
 use http::Request;
 use http::header::{CONNECTION, HeaderMap, HeaderName, HeaderValue};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::{Client as HyperClient, ResponseFuture};
-use hyper_util::rt::TokioTimer;
 use tokio::runtime::Handle;
 
 use crate::error::Error;
@@ -18,7 +16,9 @@ use crate::http::connect::{
     AttemptTimeouts, ConnTracker, DnsCache, Limits, ProxyRules, Resolver, TrackingConnector,
     TrackingExecutor,
 };
-use crate::manager::{ClientFactory, Counters, RequestGuard};
+use crate::http::pool::carry::Lots;
+use crate::http::pool::{Pool, SendFuture, Settings};
+use crate::manager::{ClientFactory, Counters, RequestGuard, Sharing};
 use crate::redact;
 
 /// Builds the hyper-util clients of an [`HttpClientManager`](crate::HttpClientManager):
@@ -28,11 +28,16 @@ pub(crate) struct HyperFactory {
     /// Shared by every client: DNS answers do not belong to a runtime.
     dns: Option<Arc<DnsCache>>,
     counters: Arc<Counters>,
+    /// Where idle connections wait between runtime generations; `None`: carrying is
+    /// off (by [`Builder::carry_idle_connections`], or no connection is kept idle).
+    ///
+    /// [`Builder::carry_idle_connections`]: crate::Builder::carry_idle_connections
+    lots: Option<Arc<Lots>>,
 }
 
 /// What a hyper-util client of the manager is made of.
 pub(crate) struct HyperParts {
-    hyper: HyperClient<TrackingConnector, Body>,
+    pub(crate) pool: Arc<Pool>,
     /// The runtime the client's connections live on.
     pub(crate) handle: Handle,
     pub(crate) tracker: Arc<ConnTracker>,
@@ -50,8 +55,11 @@ pub(crate) type InFlight = RequestGuard<HyperFactory>;
 
 impl HyperFactory {
     pub(crate) fn new(config: Config, counters: Arc<Counters>) -> Self {
+        let carries =
+            config.carry_idle_connections && config.keep_alive && config.pool_max_idle_per_host > 0;
         HyperFactory {
             dns: config.dns_cache_ttl.map(DnsCache::new),
+            lots: carries.then(|| Lots::new(config.sharing == Sharing::PerThread)),
             config,
             counters,
         }
@@ -89,19 +97,30 @@ impl ClientFactory for HyperFactory {
             handle: handle.clone(),
             tracker: Arc::clone(&tracker),
         };
-        let mut builder = HyperClient::builder(exec);
-        builder
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_max_idle_per_host(if config.keep_alive {
+        let carry = self.lots.as_ref().map(|lots| {
+            let lot = lots.current();
+            let (epoch, parked) = lot.take();
+            (lot, epoch, parked)
+        });
+        let settings = Settings {
+            max_idle_per_host: if config.keep_alive {
                 config.pool_max_idle_per_host
             } else {
                 0
-            })
-            .http2_only(config.http2_prior_knowledge);
+            },
+            idle_timeout: config.pool_idle_timeout,
+            http2_prior_knowledge: config.http2_prior_knowledge,
+        };
+        let (carry, parked) = match carry {
+            Some((lot, epoch, parked)) => (Some((lot, epoch)), parked),
+            None => (None, Vec::new()),
+        };
+        let pool = Pool::new(connector, exec, settings, carry);
+        if !parked.is_empty() {
+            pool.adopt(parked).await;
+        }
         Ok(HyperParts {
-            hyper: builder.build(connector),
+            pool,
             handle: handle.clone(),
             tracker,
             default_headers: Arc::clone(&config.default_headers),
@@ -124,9 +143,17 @@ impl ClientFactory for HyperFactory {
     }
 
     fn release(&self, client: &HyperParts) {
+        // Cleanly idle HTTP/1 connections are parked for the next runtime first.
+        client.pool.runtime_gone();
         // The runtime is dropping the connection tasks; sockets that outlive them (an
         // upgraded connection the application holds) are shut down here.
         client.tracker.runtime_gone();
+    }
+
+    fn close_kept(&self, for_good: bool) -> usize {
+        self.lots
+            .as_ref()
+            .map_or(0, |lots| lots.close_parked(for_good))
     }
 }
 
@@ -153,7 +180,7 @@ impl HyperParts {
     /// `Connection: close` without keep-alive). Default credentials are not added to a
     /// request that came through the tower `Service` ([`BelowLayers`]).
     #[inline]
-    pub(crate) fn send(&self, mut req: Request<Body>) -> ResponseFuture {
+    pub(crate) fn send(&self, mut req: Request<Body>) -> SendFuture {
         // Removing from empty extensions neither allocates nor hashes.
         let below_layers = req.extensions_mut().remove::<BelowLayers>().is_some();
         if !self.default_headers.is_empty() {
@@ -175,6 +202,6 @@ impl HyperParts {
                 .entry(CONNECTION)
                 .or_insert(HeaderValue::from_static("close"));
         }
-        self.hyper.request(req)
+        self.pool.send(req)
     }
 }

@@ -14,5 +14,6 @@ pub(crate) mod factory;
 pub(crate) mod manager;
 #[cfg(feature = "metrics")]
 pub(crate) mod metrics;
+pub(crate) mod pool;
 pub(crate) mod service;
 pub(crate) mod uri;

@@ -26,6 +26,7 @@ pub(crate) mod driver;
 pub(crate) mod gate;
 pub(crate) mod hot;
 mod panic;
+pub(crate) mod park;
 pub(crate) mod phase;
 pub(crate) mod registry;
 pub(crate) mod retire;
@@ -39,6 +40,7 @@ pub use gate::ShutdownGate;
 pub use hot::{HotEntry, may_remember};
 #[cfg(not(rtlocal_loom))]
 pub(crate) use panic::panic_message;
+pub use park::ParkLot;
 pub use phase::{Finished, Lifecycle, Phase};
 pub use registry::{CleanupHandle, RuntimeEntry};
 pub use retire::{Retired, close_retired, retire_all, retire_exited};

@@ -162,6 +162,16 @@ pub trait ClientFactory: Send + Sync + 'static {
         true
     }
 
+    /// Closes on the wire what the factory keeps between clients (connections parked
+    /// between two runtimes of one sharing scope), and returns how many: called by
+    /// `close_all` (`for_good: false`: the factory may keep more for clients built
+    /// afterwards) and by `shutdown` (`true`: never again). Counted in
+    /// [`CloseReport::parked_closed`](crate::CloseReport::parked_closed).
+    fn close_kept(&self, for_good: bool) -> usize {
+        let _ = for_good;
+        0
+    }
+
     /// Whether a handle on a client ([`Managed`](crate::Managed)) checks, when it is
     /// dereferenced, that it is used on the client's own runtime. When it is not, the
     /// dereference gives [`foreign_runtime_client`](ClientFactory::foreign_runtime_client)

@@ -85,7 +85,11 @@ impl<F: ClientFactory> Shared<F> {
 
     /// `close_all` and `shutdown`: the core's retire-all over every slot.
     pub(crate) async fn retire_all(self: &Arc<Self>, timeout: Duration) -> CloseReport {
+        let for_good = self.gate.is_closed();
         let start = Instant::now();
+        // Before the clients: a client's runtime torn down from here on cannot park its
+        // connections any more (`ParkLot`'s epoch).
+        let mut parked_closed = self.factory.close_kept(for_good);
         let left_open = Mutex::new(Vec::new());
         let runner = Runner {
             shared: self,
@@ -101,7 +105,9 @@ impl<F: ClientFactory> Shared<F> {
             .max(Duration::from_millis(10));
         let (left_open, left_to) =
             managed::unclosed_on_wire(left_open.into_inner(), budget, &self.counters).await;
+        parked_closed += self.factory.close_kept(for_good);
         CloseReport {
+            parked_closed,
             closed: retired.closed,
             forced: retired.forced,
             in_flight_cut: retired.in_flight_cut,

@@ -268,6 +268,10 @@ pub struct CloseReport {
     /// The runtimes holding those clients' connections, each once: they close when that
     /// runtime runs again or is dropped. `Display` names them.
     pub not_closed_on_wire_runtimes: Vec<tokio::runtime::Id>,
+    /// Idle connections that were parked between two runtimes for the next client
+    /// (see [`Builder::carry_idle_connections`](crate::Builder::carry_idle_connections)),
+    /// closed on the wire by this call.
+    pub parked_closed: usize,
     /// How long the call took.
     pub elapsed: Duration,
 }
@@ -283,6 +287,9 @@ impl fmt::Display for CloseReport {
             self.in_flight_cut,
             self.failed.len()
         )?;
+        if self.parked_closed > 0 {
+            write!(f, ", {} parked connection(s) closed", self.parked_closed)?;
+        }
         if self.not_closed_on_wire > 0 {
             write!(
                 f,

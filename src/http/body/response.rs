@@ -72,9 +72,16 @@ impl ResponseBody {
             deadline,
         };
         if http_body::Body::is_end_stream(&body.incoming) {
-            body.finish();
+            body.finish_read();
         }
         body
+    }
+
+    /// The body was read to its end: its connection may serve another request.
+    fn finish_read(&mut self) {
+        if let Some(mut exchange) = self.finish() {
+            exchange.body_read();
+        }
     }
 
     /// The request is over: no longer in flight, its deadline and connection released.
@@ -127,7 +134,7 @@ impl http_body::Body for ResponseBody {
         match res {
             Some(Ok(frame)) => {
                 if http_body::Body::is_end_stream(&this.incoming) {
-                    this.finish();
+                    this.finish_read();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -144,7 +151,7 @@ impl http_body::Body for ResponseBody {
                 Poll::Ready(Some(Err(err)))
             }
             None => {
-                this.finish();
+                this.finish_read();
                 Poll::Ready(None)
             }
         }

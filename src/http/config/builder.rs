@@ -221,6 +221,28 @@ impl Builder {
         self
     }
 
+    /// Whether idle HTTP/1 connections outlive their runtime: when a runtime is torn
+    /// down, each of its client's connections that is cleanly idle (its response read to
+    /// the end, nothing in flight, nothing unread, keep-alive on) is moved off that
+    /// runtime and handed to the next client of the same thread (per-thread sharing) or
+    /// manager (per-runtime sharing), which serves its next request to that origin on it
+    /// — no new connect, no new TLS handshake. Any other connection is closed on the
+    /// wire as before; HTTP/2 connections always close (their state lives in the
+    /// connection task the runtime drops).
+    ///
+    /// A parked connection stays counted open, obeys `pool_idle_timeout` and the
+    /// connection limits, and is closed on the wire by `close_all`, `shutdown` and (in
+    /// per-thread mode) its thread's exit ([`CloseReport::parked_closed`]).
+    ///
+    /// Default is `true`; it has no effect with `keep_alive(false)` or
+    /// `pool_max_idle_per_host(0)`.
+    ///
+    /// [`CloseReport::parked_closed`]: crate::CloseReport::parked_closed
+    pub fn carry_idle_connections(mut self, carry: bool) -> Self {
+        self.config.carry_idle_connections = carry;
+        self
+    }
+
     /// Sets `TCP_NODELAY` on new connections.
     ///
     /// Default is `true`.

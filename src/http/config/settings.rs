@@ -25,6 +25,7 @@ pub(crate) struct Config {
     pub(crate) max_connections: Option<usize>,
     pub(crate) max_connections_per_host: Option<usize>,
     pub(crate) keep_alive: bool,
+    pub(crate) carry_idle_connections: bool,
     pub(crate) tcp_nodelay: bool,
     pub(crate) dns_cache_ttl: Option<Duration>,
     pub(crate) http2_prior_knowledge: bool,
@@ -64,6 +65,7 @@ impl Default for Config {
             max_connections: None,
             max_connections_per_host: None,
             keep_alive: true,
+            carry_idle_connections: true,
             tcp_nodelay: true,
             dns_cache_ttl: None,
             http2_prior_knowledge: false,
@@ -106,6 +108,7 @@ impl fmt::Debug for Config {
             .field("max_connections", &self.max_connections)
             .field("max_connections_per_host", &self.max_connections_per_host)
             .field("keep_alive", &self.keep_alive)
+            .field("carry_idle_connections", &self.carry_idle_connections)
             .field("tcp_nodelay", &self.tcp_nodelay)
             .field("dns_cache_ttl", &self.dns_cache_ttl)
             .field("http2_prior_knowledge", &self.http2_prior_knowledge)

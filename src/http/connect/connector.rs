@@ -120,6 +120,9 @@ async fn bounded<T>(
 
 type Connecting = Pin<Box<dyn Future<Output = Result<TokioIo<Conn>, BoxError>> + Send>>;
 
+/// A connection attempt of the pool's (see [`TrackingConnector::connect`]).
+pub(crate) type Opening = Pin<Box<dyn Future<Output = Result<Conn, BoxError>> + Send>>;
+
 impl tower_service::Service<Uri> for TrackingConnector {
     type Response = TokioIo<Conn>;
     type Error = BoxError;
@@ -130,6 +133,15 @@ impl tower_service::Service<Uri> for TrackingConnector {
     }
 
     fn call(&mut self, uri: Uri) -> Connecting {
+        let fut = self.connect(uri, None);
+        Box::pin(async move { fut.await.map(TokioIo::new) })
+    }
+}
+
+impl TrackingConnector {
+    /// Opens a connection to `uri`'s origin holding `permits`, or (`None`) the permits
+    /// it waits for first.
+    pub(crate) fn connect(&self, uri: Uri, permits: Option<Permits>) -> Opening {
         // Checked again here, whoever built the request: this connector never guesses a
         // scheme or a port.
         let target = match Target::check(&uri) {
@@ -166,25 +178,10 @@ impl tower_service::Service<Uri> for TrackingConnector {
                 ));
             }
             let via = via.transpose()?;
-            let acquire = limits.acquire(&host_port);
-            let mut acquire = std::pin::pin!(acquire);
-            // hyper-util polls a new connect as part of its request; if a pooled
-            // connection serves the request first, it moves the connect into a task of
-            // its own (through our executor). A connect still waiting for a permit then
-            // is needed by nobody: it would sit in the queue and later open a connection
-            // nobody asked for. Only that move is detected, not the request future
-            // changing tasks (an earlier check of the task id failed requests that were
-            // merely polled from another task).
-            let permits = std::future::poll_fn(|cx| {
-                if executor::in_background() {
-                    return Poll::Ready(Err(BoxError::from(
-                        "connect no longer needed: a pooled connection served its request \
-                         while it waited for a connection-limit permit",
-                    )));
-                }
-                acquire.as_mut().poll(cx).map(Ok)
-            })
-            .await?;
+            let permits = match permits {
+                Some(p) => p,
+                None => acquire_permits(&limits, &host_port).await?,
+            };
             open.permits = Some(permits);
             // Waiting for a permit is not part of the attempt: its deadlines start here.
             let started = started.max(Instant::now());
@@ -221,7 +218,7 @@ impl tower_service::Service<Uri> for TrackingConnector {
                         proxy::forward(&via, open, &host_port),
                     )
                     .await?;
-                    return Ok(TokioIo::new(Conn::Proxied(tcp)));
+                    return Ok(Conn::Proxied(tcp));
                 }
             };
             #[cfg(feature = "rustls")]
@@ -235,13 +232,32 @@ impl tower_service::Service<Uri> for TrackingConnector {
                 )
                 .await?;
                 conn.disarm_attempt();
-                return Ok(TokioIo::new(conn));
+                return Ok(conn);
             }
             #[cfg(not(feature = "rustls"))]
             let _ = outer;
-            Ok(TokioIo::new(Conn::Plain(tcp)))
+            Ok(Conn::Plain(tcp))
         })
     }
+}
+
+/// Waits for `host_port`'s connection-limit permits. hyper-util's legacy client (the
+/// tower `Service` path) polls a new connect as part of its request and, if a pooled
+/// connection serves the request first, moves the connect into a task of its own: a
+/// connect still waiting for a permit then is needed by nobody, so it fails.
+async fn acquire_permits(limits: &Limits, host_port: &str) -> Result<Permits, BoxError> {
+    let acquire = limits.acquire(host_port);
+    let mut acquire = std::pin::pin!(acquire);
+    std::future::poll_fn(|cx| {
+        if executor::in_background() {
+            return Poll::Ready(Err(BoxError::from(
+                "connect no longer needed: a pooled connection served its request \
+                 while it waited for a connection-limit permit",
+            )));
+        }
+        acquire.as_mut().poll(cx).map(Ok)
+    })
+    .await
 }
 
 /// What the connector connects to (and chooses a proxy for): `scheme://host:port/`.

@@ -194,12 +194,17 @@ mod tests {
         // with a 1 ms timeout must not see the request's own socket as idle.
         let busy = parts.tracker.busy();
         let got = async {
-            let resp = parts.send(req).await.map_err(|e| format!("{e:?}"))?;
+            let (resp, pooled) = parts.send(req).await.map_err(|e| format!("{e:?}"))?;
             let body = resp
                 .into_body()
                 .collect()
                 .await
                 .map_err(|e| e.to_string())?;
+            // Read to its end: the connection goes back to the pool, as the client's
+            // response body does it.
+            if let Some(pooled) = pooled {
+                pooled.reuse();
+            }
             Ok(body.to_bytes())
         }
         .await;

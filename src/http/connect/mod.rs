@@ -19,10 +19,10 @@ mod limits;
 mod no_proxy;
 mod proxy;
 pub(crate) mod socket;
-mod stream;
+pub(crate) mod stream;
 #[cfg(feature = "rustls")]
 mod tls;
-mod tracker;
+pub(crate) mod tracker;
 
 pub(crate) use connector::{AttemptTimeouts, TrackingConnector};
 pub(crate) use dns::{DnsCache, Resolver};

@@ -16,12 +16,41 @@ use crate::http::connect::tracker::ConnTracker;
 
 /// A tracked TCP stream holding its connection-limit permits.
 pub(crate) struct TrackedTcp {
-    pub(super) stream: TcpStream,
+    pub(super) stream: Sock,
+    /// Its entry in `tracker`; `0` while parked between runtimes (then in no tracker,
+    /// still counted open: see [`TrackedTcp::park`]).
     pub(super) id: u64,
     pub(super) tracker: Arc<ConnTracker>,
     /// Shared with the tracker's entry for this socket.
     pub(super) state: Arc<SocketState>,
-    pub(super) _permits: Permits,
+    pub(super) permits: Option<Permits>,
+}
+
+/// The socket of a [`TrackedTcp`]: registered with its runtime's reactor, or parked
+/// (deregistered, a plain std socket) between two runtimes.
+pub(super) enum Sock {
+    Live(TcpStream),
+    Parked(std::net::TcpStream),
+    /// Only while a park or an attach swaps the socket (it failed if left so).
+    Gone,
+}
+
+impl Sock {
+    #[inline]
+    fn live(&mut self) -> io::Result<&mut TcpStream> {
+        match self {
+            Sock::Live(s) => Ok(s),
+            _ => Err(not_live()),
+        }
+    }
+}
+
+#[cold]
+fn not_live() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "the connection is parked between runtimes (or failed to move between them)",
+    )
 }
 
 /// What the stream and the tracker know of a socket: bits, each set once.
@@ -170,11 +199,99 @@ impl TrackedTcp {
     }
 }
 
+impl TrackedTcp {
+    /// Moves the socket off its runtime's reactor (`into_std`, which needs no runtime
+    /// context and works while the runtime shuts down: the reactor is dropped after the
+    /// tasks) and out of its client's tracker, still counted open and keeping its
+    /// series: it is parked, for the next runtime's client to [`attach`]. Fails, and
+    /// leaves the socket to its tracker, when the tracker no longer has it (a close or
+    /// the idle reaper shut it down first).
+    ///
+    /// [`attach`]: TrackedTcp::attach
+    pub(crate) fn park(&mut self) -> io::Result<()> {
+        if !matches!(self.stream, Sock::Live(_)) || self.id == 0 {
+            return Err(not_live());
+        }
+        if !self.tracker.unregister(self.id) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the connection was shut down by its client's close or the idle reaper",
+            ));
+        }
+        self.id = 0;
+        self.permits = None;
+        let Sock::Live(live) = std::mem::replace(&mut self.stream, Sock::Gone) else {
+            unreachable!("checked above");
+        };
+        let std = live.into_std()?;
+        self.stream = Sock::Parked(std);
+        Ok(())
+    }
+
+    /// The parked socket's raw handle (to shut it down on the wire from outside).
+    pub(crate) fn parked_raw(&self) -> Option<super::tracker::RawSocket> {
+        match &self.stream {
+            #[cfg(unix)]
+            Sock::Parked(s) => Some(std::os::fd::AsRawFd::as_raw_fd(s)),
+            #[cfg(not(unix))]
+            Sock::Parked(_) => Some(()),
+            _ => None,
+        }
+    }
+
+    /// Whether the parked socket is still cleanly idle: the peer neither closed it nor
+    /// sent anything unasked (a non-blocking peek finds nothing to read).
+    pub(crate) fn parked_is_quiet(&self) -> bool {
+        let Sock::Parked(s) = &self.stream else {
+            return false;
+        };
+        if s.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let mut byte = [0u8; 1];
+        matches!(s.peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Registers a parked socket with the current runtime's reactor and in `tracker`
+    /// (the client of the runtime it now serves), holding `permits`. Must run inside
+    /// that runtime. On failure the socket is dropped (and uncounted) by the caller.
+    pub(crate) fn attach(
+        &mut self,
+        tracker: &Arc<ConnTracker>,
+        permits: Permits,
+    ) -> io::Result<()> {
+        let Sock::Parked(std) = std::mem::replace(&mut self.stream, Sock::Gone) else {
+            return Err(not_live());
+        };
+        #[cfg(unix)]
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&std);
+        #[cfg(not(unix))]
+        let raw = ();
+        let live = TcpStream::from_std(std)?;
+        let id = tracker.adopt(raw, Arc::clone(&self.state)).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the client taking the connection is closed",
+            )
+        });
+        self.stream = Sock::Live(live);
+        self.id = id?;
+        self.tracker = Arc::clone(tracker);
+        self.permits = Some(permits);
+        Ok(())
+    }
+}
+
 impl Drop for TrackedTcp {
     fn drop(&mut self) {
         // Before `stream` (and its fd) is dropped: see the module docs. A socket that
         // `close` already shut down was uncounted there.
-        self.tracker.forget_socket(self.id);
+        if self.id == 0 {
+            // Parked (or lost while moving): in no tracker, still counted open.
+            self.tracker.uncount_unregistered(&self.state);
+        } else {
+            self.tracker.forget_socket(self.id);
+        }
     }
 }
 
@@ -188,7 +305,7 @@ impl AsyncRead for TrackedTcp {
         if self.note_poll() {
             return Poll::Ready(Ok(())); // end of stream
         }
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        Pin::new(self.stream.live()?).poll_read(cx, buf)
     }
 }
 
@@ -206,17 +323,17 @@ impl AsyncWrite for TrackedTcp {
         if !buf.is_empty() {
             self.state.set_active(true);
         }
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        Pin::new(self.stream.live()?).poll_write(cx, buf)
     }
 
     #[inline]
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        Pin::new(self.stream.live()?).poll_flush(cx)
     }
 
     #[inline]
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        Pin::new(self.stream.live()?).poll_shutdown(cx)
     }
 
     #[inline]
@@ -232,11 +349,11 @@ impl AsyncWrite for TrackedTcp {
         if bufs.iter().any(|b| !b.is_empty()) {
             self.state.set_active(true);
         }
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        Pin::new(self.stream.live()?).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        matches!(&self.stream, Sock::Live(s) if s.is_write_vectored())
     }
 }
 

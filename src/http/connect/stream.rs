@@ -5,7 +5,6 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use hyper_util::client::legacy::connect::{Connected, Connection};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::http::connect::socket::TrackedTcp;
@@ -28,7 +27,7 @@ impl Conn {
 }
 
 impl Conn {
-    fn tcp(&self) -> &TrackedTcp {
+    pub(crate) fn tcp(&self) -> &TrackedTcp {
         match self {
             Conn::Plain(tcp) | Conn::Proxied(tcp) => tcp,
             #[cfg(feature = "rustls")]
@@ -37,29 +36,41 @@ impl Conn {
     }
 }
 
-impl Connection for Conn {
-    fn connected(&self) -> Connected {
-        let connected = match self {
-            Conn::Plain(_) => Connected::new(),
-            Conn::Proxied(_) => Connected::new().proxy(true),
+impl Conn {
+    /// ALPN chose HTTP/2.
+    pub(crate) fn is_h2(&self) -> bool {
+        match self {
             #[cfg(feature = "rustls")]
-            Conn::Tls(s) => {
-                let c = Connected::new();
-                if s.get_ref().1.alpn_protocol() == Some(b"h2") {
-                    c.negotiated_h2()
-                } else {
-                    c
-                }
-            }
-        };
-        // hyper-util puts it in each response's extensions: the exchange then knows
-        // which connection served it, and marks it idle when the body ends.
-        #[cfg(feature = "metrics")]
-        let connected =
-            connected.extra(crate::http::connect::socket::ConnState(self.tcp().state()));
-        #[cfg(not(feature = "metrics"))]
-        let _ = self.tcp();
-        connected
+            Conn::Tls(s) => s.get_ref().1.alpn_protocol() == Some(b"h2"),
+            _ => false,
+        }
+    }
+
+    /// A plain `http` connection to a forwarding proxy: requests go in absolute form.
+    pub(crate) fn is_proxied(&self) -> bool {
+        matches!(self, Conn::Proxied(_))
+    }
+
+    pub(crate) fn tcp_mut(&mut self) -> &mut TrackedTcp {
+        match self {
+            Conn::Plain(tcp) | Conn::Proxied(tcp) => tcp,
+            #[cfg(feature = "rustls")]
+            Conn::Tls(s) => s.get_mut().0,
+        }
+    }
+
+    /// TLS has records to write (a connection with them is not idle).
+    pub(crate) fn tls_wants_write(&self) -> bool {
+        match self {
+            #[cfg(feature = "rustls")]
+            Conn::Tls(s) => s.get_ref().1.wants_write(),
+            _ => false,
+        }
+    }
+
+    #[cfg(feature = "metrics")]
+    pub(crate) fn conn_state(&self) -> crate::http::connect::socket::ConnState {
+        crate::http::connect::socket::ConnState(self.tcp().state())
     }
 }
 

@@ -24,9 +24,9 @@ use crate::manager::Counters;
 use crate::manager::timer::{self, TimerKey};
 
 #[cfg(unix)]
-pub(super) type RawSocket = std::os::fd::RawFd;
+pub(crate) type RawSocket = std::os::fd::RawFd;
 #[cfg(not(unix))]
-pub(super) type RawSocket = ();
+pub(crate) type RawSocket = ();
 
 /// Every connection task and socket of one client.
 pub(crate) struct ConnTracker {
@@ -159,12 +159,60 @@ impl ConnTracker {
         Counters::inc(&self.counters.connections_opened);
         Counters::inc(&self.counters.connections_open);
         Ok(TrackedTcp {
-            stream,
+            stream: crate::http::connect::socket::Sock::Live(stream),
             id,
             tracker: Arc::clone(self),
             state,
-            _permits: permits,
+            permits: Some(permits),
         })
+    }
+
+    /// Takes a socket out of the tracker without closing or uncounting it (it is being
+    /// parked for another runtime's client). `false`: a close or the reaper had it first.
+    pub(super) fn unregister(&self, id: u64) -> bool {
+        let removed = self.state.lock().sockets.remove(&id);
+        match removed {
+            Some(socket) => {
+                if let Some(key) = socket.attempt {
+                    timer::cancel(&key);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Adds a parked socket that this client now serves (already counted open: it was
+    /// parked, not opened). `None` when the tracker is closed.
+    pub(super) fn adopt(self: &Arc<Self>, raw: RawSocket, state: Arc<SocketState>) -> Option<u64> {
+        let mut st = self.state.lock();
+        if st.closed {
+            return None;
+        }
+        st.next_id += 1;
+        let id = st.next_id;
+        let opened = Instant::now();
+        st.sockets.insert(
+            id,
+            Socket {
+                raw,
+                opened,
+                state,
+                attempt: None,
+            },
+        );
+        if let Some(timeout) = self.idle_timeout {
+            if st.reaper.is_none() {
+                st.reaper = self.schedule_reaper(opened + timeout);
+            }
+        }
+        Some(id)
+    }
+
+    /// The end of a socket that was in no tracker (parked): uncounted here.
+    pub(super) fn uncount_unregistered(&self, state: &SocketState) {
+        Counters::dec(&self.counters.connections_open);
+        state.closed();
     }
 
     /// Drops a socket's entry (its stream is being dropped) and uncounts it, unless a
@@ -286,7 +334,7 @@ impl fmt::Debug for ConnTracker {
 }
 
 #[cfg(unix)]
-pub(super) fn shutdown_socket(raw: RawSocket) {
+pub(crate) fn shutdown_socket(raw: RawSocket) {
     // SAFETY: callers take `raw` from the tracker's map under its lock and still hold it.
     // A socket's entry is removed (under this lock) by `TrackedTcp::drop` before the
     // stream that owns the fd is dropped, so the fd is open and is that socket.
@@ -296,7 +344,7 @@ pub(super) fn shutdown_socket(raw: RawSocket) {
 }
 
 #[cfg(not(unix))]
-pub(super) fn shutdown_socket(_: RawSocket) {}
+pub(crate) fn shutdown_socket(_: RawSocket) {}
 
 struct TaskGuard {
     tracker: Arc<ConnTracker>,

@@ -1,0 +1,621 @@
+//! [`Pool`]: one client's connections, on hyper's connection API — HTTP/1 connections
+//! kept idle per origin and reused (newest first), one shared HTTP/2 connection per
+//! origin — with what a pool must do and hyper-util's legacy client did for us before:
+//! the request put in the form its connection needs (origin form, absolute form through
+//! a forwarding proxy, `Host`), connection limits waited for while an idle connection
+//! may come back first, and a request that failed on a reused connection before any of
+//! it was written sent again on another connection, once.
+//!
+//! Built by hand rather than from hyper-util's `client::pool` layers (`map`,
+//! `negotiate`, `cache`, `singleton`): carrying a connection to the next runtime needs
+//! the pool to reach each idle connection's socket (`io.rs`) and its idle time, which
+//! `cache` keeps inside its `Cached` handles with neither idle expiry nor a size cap;
+//! HTTP/1 or HTTP/2 is known only once the connector's TLS handshake has run, where
+//! `negotiate` wants it decided by the service stack; and the connection limits must
+//! race an idle connection coming back, which no layer offers. See `carry.rs` for what
+//! happens to idle connections when a runtime ends.
+//!
+//! One pool per client, so per runtime (or per thread): the request path takes only
+//! this pool's lock, which no other runtime's requests contend for.
+
+pub(crate) mod carry;
+pub(crate) mod io;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::{Either, select};
+use http::header::{HOST, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Method, Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::Notify;
+
+use crate::error::BoxError;
+use crate::http::body::request::Body;
+use crate::http::connect::{TrackingConnector, TrackingExecutor};
+use crate::http::pool::carry::{CarryTo, Parked};
+use crate::http::pool::io::{IoCell, PoolIo};
+use crate::http::uri::Target;
+use crate::lifecycle::ParkLot;
+
+/// An origin: scheme and authority (as the request gave them).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Key {
+    scheme: Scheme,
+    authority: Authority,
+}
+
+impl Key {
+    fn of(uri: &Uri) -> Option<Key> {
+        Some(Key {
+            scheme: uri.scheme()?.clone(),
+            authority: uri.authority()?.clone(),
+        })
+    }
+}
+
+pub(crate) struct Settings {
+    /// Idle HTTP/1 connections kept per origin; `0`: none (keep-alive off).
+    pub(crate) max_idle_per_host: usize,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) http2_prior_knowledge: bool,
+}
+
+/// One client's connections. See the module docs.
+pub(crate) struct Pool {
+    connector: TrackingConnector,
+    exec: TrackingExecutor,
+    settings: Settings,
+    /// Where idle connections go when the runtime ends, and this client's epoch there.
+    carry: Option<(Arc<ParkLot<Parked>>, u64)>,
+    hosts: parking_lot::Mutex<HashMap<Key, Host>>,
+}
+
+#[derive(Default)]
+struct Host {
+    /// Idle HTTP/1 connections, oldest first.
+    idle: Vec<Idle>,
+    h2: Option<http2::SendRequest<Body>>,
+    /// Woken when a connection goes back idle (for requests waiting on a limit).
+    returned: Arc<Notify>,
+}
+
+struct Idle {
+    tx: http1::SendRequest<Body>,
+    cell: Arc<IoCell>,
+    proxied: bool,
+    since: Instant,
+}
+
+/// An HTTP/1 connection taken from the pool for one request; back in the idle list
+/// when its response body has been read to the end ([`Pooled::reuse`]), closed if it is
+/// dropped before.
+pub(crate) struct Pooled {
+    pool: Arc<Pool>,
+    key: Key,
+    tx: http1::SendRequest<Body>,
+    cell: Arc<IoCell>,
+    proxied: bool,
+    reused: bool,
+}
+
+enum Got {
+    H1(Pooled),
+    H2(http2::SendRequest<Body>, bool),
+}
+
+/// A failure of the pool: the connection could not be made, or the request could not
+/// be sent or answered on it.
+#[derive(Debug)]
+pub(crate) enum PoolError {
+    Connect(BoxError),
+    Send(hyper::Error),
+    Request(String),
+}
+
+impl PoolError {
+    pub(crate) fn is_connect(&self) -> bool {
+        matches!(self, PoolError::Connect(_))
+    }
+}
+
+impl fmt::Display for PoolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PoolError::Connect(_) => f.write_str("client error (Connect)"),
+            PoolError::Send(_) => f.write_str("client error (SendRequest)"),
+            PoolError::Request(what) => write!(f, "client error ({what})"),
+        }
+    }
+}
+
+impl std::error::Error for PoolError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PoolError::Connect(e) => Some(&**e),
+            PoolError::Send(e) => Some(e),
+            PoolError::Request(_) => None,
+        }
+    }
+}
+
+pub(crate) type Sent = Result<(Response<Incoming>, Option<Pooled>), PoolError>;
+
+/// A request on its way through the pool.
+pub(crate) type SendFuture = Pin<Box<dyn Future<Output = Sent> + Send>>;
+
+impl Pool {
+    pub(crate) fn new(
+        connector: TrackingConnector,
+        exec: TrackingExecutor,
+        settings: Settings,
+        carry: Option<(Arc<ParkLot<Parked>>, u64)>,
+    ) -> Arc<Self> {
+        Arc::new(Pool {
+            connector,
+            exec,
+            settings,
+            carry,
+            hosts: parking_lot::Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub(crate) fn send(self: &Arc<Self>, req: Request<Body>) -> SendFuture {
+        Box::pin(Arc::clone(self).send_inner(req))
+    }
+
+    async fn send_inner(self: Arc<Self>, mut req: Request<Body>) -> Sent {
+        let Some(key) = Key::of(req.uri()) else {
+            return Err(PoolError::Request(format!(
+                "the URI {} has no scheme or host",
+                crate::redact::uri(req.uri())
+            )));
+        };
+        let uri = req.uri().clone();
+        let mut retried = false;
+        loop {
+            let got = match self.checkout(&key) {
+                Some(got) => got,
+                None => self.connect(&key, &uri).await?,
+            };
+            match got {
+                Got::H1(mut pooled) => {
+                    if let Err(e) = pooled.tx.ready().await {
+                        if pooled.reused {
+                            continue; // closed while it idled: nothing was sent on it
+                        }
+                        return Err(PoolError::Send(e));
+                    }
+                    *req.uri_mut() = uri.clone();
+                    http1_form(&mut req, pooled.proxied);
+                    let reused = pooled.reused;
+                    let connect = req.method() == Method::CONNECT;
+                    match pooled.tx.try_send_request(req).await {
+                        Ok(resp) => {
+                            let keep = !upgrades(&resp, connect);
+                            return Ok((resp, keep.then_some(pooled)));
+                        }
+                        Err(mut e) => match e.take_message() {
+                            Some(back) if reused && !retried => {
+                                tracing::debug!(
+                                    "a reused connection failed before the request was \
+                                     written: sending it again on another connection"
+                                );
+                                retried = true;
+                                req = back;
+                            }
+                            _ => return Err(PoolError::Send(e.into_error())),
+                        },
+                    }
+                }
+                Got::H2(mut tx, reused) => {
+                    if let Err(e) = tx.ready().await {
+                        self.forget_h2(&key, &tx);
+                        if reused && !retried {
+                            retried = true;
+                            continue;
+                        }
+                        return Err(PoolError::Send(e));
+                    }
+                    *req.uri_mut() = uri.clone();
+                    match tx.try_send_request(req).await {
+                        Ok(resp) => return Ok((resp, None)),
+                        Err(mut e) => match e.take_message() {
+                            Some(back) if reused && !retried => {
+                                self.forget_h2(&key, &tx);
+                                retried = true;
+                                req = back;
+                            }
+                            _ => return Err(PoolError::Send(e.into_error())),
+                        },
+                    }
+                }
+            }
+        }
+    }
+
+    /// An idle connection (or the origin's HTTP/2 connection), if there is one.
+    fn checkout(self: &Arc<Self>, key: &Key) -> Option<Got> {
+        let mut hosts = self.hosts.lock();
+        let host = hosts.get_mut(key)?;
+        if let Some(tx) = &host.h2 {
+            if !tx.is_closed() {
+                return Some(Got::H2(tx.clone(), true));
+            }
+            host.h2 = None;
+        }
+        let now = Instant::now();
+        while let Some(idle) = host.idle.pop() {
+            if idle.tx.is_closed() || self.expired(idle.since, now) || !idle.cell.claim() {
+                idle.cell.unidle();
+                continue;
+            }
+            return Some(Got::H1(Pooled {
+                pool: Arc::clone(self),
+                key: key.clone(),
+                tx: idle.tx,
+                cell: idle.cell,
+                proxied: idle.proxied,
+                reused: true,
+            }));
+        }
+        None
+    }
+
+    fn expired(&self, since: Instant, now: Instant) -> bool {
+        self.settings
+            .idle_timeout
+            .is_some_and(|t| since.checked_add(t).is_none_or(|at| at <= now))
+    }
+
+    fn forget_h2(&self, key: &Key, tx: &http2::SendRequest<Body>) {
+        let mut hosts = self.hosts.lock();
+        if let Some(host) = hosts.get_mut(key) {
+            if host
+                .h2
+                .as_ref()
+                .is_some_and(|h| h.is_closed() || tx.is_closed())
+            {
+                host.h2 = None;
+            }
+        }
+    }
+
+    fn returned(&self, key: &Key) -> Arc<Notify> {
+        let mut hosts = self.hosts.lock();
+        Arc::clone(&hosts.entry(key.clone()).or_default().returned)
+    }
+
+    /// A new connection for `key` — unless an idle one comes back first, while this
+    /// one waits for a connection-limit permit or connects. A connect overtaken so goes
+    /// on in the background (still bound by its deadlines), and its connection joins
+    /// the pool idle.
+    async fn connect(self: &Arc<Self>, key: &Key, uri: &Uri) -> Result<Got, PoolError> {
+        let target = Target::check(uri).map_err(|e| PoolError::Connect(Box::new(e)))?;
+        let host_port: Arc<str> = target.host_port().into();
+        let origin: Arc<str> = format!(
+            "{}://{}",
+            if target.https { "https" } else { "http" },
+            host_port
+        )
+        .into();
+        let returned = self.returned(key);
+        let limits = &self.connector.limits;
+        let permits = if limits.is_unlimited() {
+            limits.acquire(&host_port).await
+        } else {
+            loop {
+                let notified = returned.notified();
+                let mut notified = std::pin::pin!(notified);
+                notified.as_mut().enable();
+                if let Some(got) = self.checkout(key) {
+                    return Ok(got);
+                }
+                let acquire = limits.acquire(&host_port);
+                let acquire = std::pin::pin!(acquire);
+                match select(acquire, notified).await {
+                    Either::Left((permits, _)) => break permits,
+                    Either::Right(((), _)) => {}
+                }
+            }
+        };
+        let opening = self.connector.connect(uri.clone(), Some(permits));
+        let pool = Arc::clone(self);
+        let k = key.clone();
+        let mut establish = Box::pin(async move {
+            let conn = opening.await.map_err(PoolError::Connect)?;
+            pool.establish(&k, conn, origin, host_port).await
+        });
+        loop {
+            let notified = returned.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(got) = self.checkout(key) {
+                hyper::rt::Executor::execute(&self.exec, async move {
+                    if let Ok(Got::H1(pooled)) = establish.await {
+                        pooled.reuse();
+                    }
+                });
+                return Ok(got);
+            }
+            match select(establish.as_mut(), notified).await {
+                Either::Left((got, _)) => return got,
+                Either::Right(((), _)) => {}
+            }
+        }
+    }
+
+    /// hyper's connection over a new socket: HTTP/2 (shared from now on) or HTTP/1.
+    async fn establish(
+        self: &Arc<Self>,
+        key: &Key,
+        conn: crate::http::connect::stream::Conn,
+        origin: Arc<str>,
+        host_port: Arc<str>,
+    ) -> Result<Got, PoolError> {
+        if conn.is_h2() || self.settings.http2_prior_knowledge {
+            let (tx, connection) = http2::Builder::new(self.exec.clone())
+                .timer(TokioTimer::new())
+                .handshake(TokioIo::new(conn))
+                .await
+                .map_err(|e| PoolError::Connect(Box::new(e)))?;
+            hyper::rt::Executor::execute(&self.exec, async move {
+                let _ = connection.await;
+            });
+            let mut hosts = self.hosts.lock();
+            let host = hosts.entry(key.clone()).or_default();
+            if host.h2.as_ref().is_none_or(http2::SendRequest::is_closed) {
+                host.h2 = Some(tx.clone());
+            }
+            return Ok(Got::H2(tx, false));
+        }
+        let proxied = conn.is_proxied();
+        let carry = self.carry.as_ref().map(|(lot, epoch)| CarryTo {
+            lot: Arc::clone(lot),
+            epoch: *epoch,
+            origin,
+            host_port,
+            idle_timeout: self.settings.idle_timeout,
+        });
+        let cell = IoCell::new(conn, carry);
+        let tx = self.start_http1(&cell).await?;
+        Ok(Got::H1(Pooled {
+            pool: Arc::clone(self),
+            key: key.clone(),
+            tx,
+            cell,
+            proxied,
+            reused: false,
+        }))
+    }
+
+    /// hyper's HTTP/1 connection over `cell`, its task spawned on the client's runtime.
+    async fn start_http1(&self, cell: &Arc<IoCell>) -> Result<http1::SendRequest<Body>, PoolError> {
+        let (tx, connection) = http1::Builder::new()
+            .handshake(TokioIo::new(PoolIo(Arc::clone(cell))))
+            .await
+            .map_err(|e| PoolError::Connect(Box::new(e)))?;
+        hyper::rt::Executor::execute(
+            &self.exec,
+            ConnTask {
+                conn: Box::pin(connection.with_upgrades()),
+                cell: Arc::clone(cell),
+                done: false,
+            },
+        );
+        Ok(tx)
+    }
+
+    /// Takes in connections parked by the previous runtime of this client's scope:
+    /// each one still quiet, within its idle time, within this pool's idle cap and the
+    /// connection limits, is registered with this runtime (the caller has entered it)
+    /// and made idle here; the rest are closed on the wire. Returns how many were
+    /// taken in.
+    pub(crate) async fn adopt(self: &Arc<Self>, parked: Vec<Parked>) -> usize {
+        let mut adopted = 0;
+        let now = Instant::now();
+        for mut p in parked {
+            let uri: Option<Uri> = p.origin.parse().ok();
+            let key = uri.as_ref().and_then(Key::of);
+            let (Some(key), Some(_)) = (key, uri) else {
+                p.close();
+                continue;
+            };
+            let full = self
+                .hosts
+                .lock()
+                .get(&key)
+                .is_some_and(|h| h.idle.len() >= self.settings.max_idle_per_host);
+            if full || p.expired(self.settings.idle_timeout, now) || !p.conn.tcp().parked_is_quiet()
+            {
+                p.close();
+                continue;
+            }
+            let Some(permits) = self.connector.limits.try_acquire(&p.host_port) else {
+                p.close();
+                continue;
+            };
+            let attached = {
+                // `from_std` registers the socket with the current runtime's reactor.
+                let _entered = self.exec.handle.enter();
+                p.conn.tcp_mut().attach(&self.connector.tracker, permits)
+            };
+            if attached.is_err() {
+                p.close();
+                continue;
+            }
+            let proxied = p.conn.is_proxied();
+            let carry = self.carry.as_ref().map(|(lot, epoch)| CarryTo {
+                lot: Arc::clone(lot),
+                epoch: *epoch,
+                origin: Arc::clone(&p.origin),
+                host_port: Arc::clone(&p.host_port),
+                idle_timeout: self.settings.idle_timeout,
+            });
+            let since = p.idle_since;
+            let cell = IoCell::with_idle_since(p.conn, carry, since);
+            let Ok(tx) = self.start_http1(&cell).await else {
+                continue;
+            };
+            cell.set_idle_since(since);
+            let mut hosts = self.hosts.lock();
+            hosts.entry(key).or_default().idle.push(Idle {
+                tx,
+                cell,
+                proxied,
+                since,
+            });
+            adopted += 1;
+        }
+        if adopted > 0 {
+            tracing::debug!(
+                adopted,
+                "idle connections carried over from the previous runtime"
+            );
+        }
+        adopted
+    }
+
+    /// The runtime is being torn down: every cleanly idle HTTP/1 connection is parked
+    /// for the next one (see `io.rs`).
+    pub(crate) fn runtime_gone(&self) {
+        if self.carry.is_none() {
+            return;
+        }
+        let cells: Vec<Arc<IoCell>> = {
+            let hosts = self.hosts.lock();
+            hosts
+                .values()
+                .flat_map(|h| h.idle.iter().map(|i| Arc::clone(&i.cell)))
+                .collect()
+        };
+        for cell in cells {
+            cell.carry();
+        }
+    }
+}
+
+impl Pooled {
+    /// The response body was read to its end: the connection goes back idle (unless
+    /// the pool keeps none, or it closed).
+    pub(crate) fn reuse(self) {
+        let pool = &self.pool;
+        if pool.settings.max_idle_per_host == 0 || self.tx.is_closed() {
+            return;
+        }
+        let mut hosts = pool.hosts.lock();
+        let host = hosts.entry(self.key).or_default();
+        self.cell.set_idle();
+        host.idle.push(Idle {
+            tx: self.tx,
+            cell: self.cell,
+            proxied: self.proxied,
+            since: Instant::now(),
+        });
+        if host.idle.len() > pool.settings.max_idle_per_host {
+            let oldest = host.idle.remove(0);
+            oldest.cell.unidle();
+        }
+        let returned = Arc::clone(&host.returned);
+        drop(hosts);
+        returned.notify_waiters();
+    }
+
+    #[cfg(feature = "metrics")]
+    pub(crate) fn conn_state(&self) -> Option<crate::http::connect::socket::ConnState> {
+        self.cell.conn_state()
+    }
+}
+
+/// Whether `resp` hands the connection over to the application (an upgrade, a
+/// `CONNECT` tunnel): such a connection never goes back to the pool.
+fn upgrades(resp: &Response<Incoming>, connect: bool) -> bool {
+    resp.status() == StatusCode::SWITCHING_PROTOCOLS || (connect && resp.status().is_success())
+}
+
+/// The request in the form an HTTP/1 connection needs: origin form (`/path?q`), or
+/// absolute form through a forwarding proxy, or authority form for `CONNECT`; a `Host`
+/// header when it has none.
+fn http1_form(req: &mut Request<Body>, proxied: bool) {
+    let uri = req.uri().clone();
+    if !req.headers().contains_key(HOST) {
+        if let Some(host) = uri.host() {
+            let value = match non_default_port(&uri) {
+                Some(port) => HeaderValue::from_str(&format!("{host}:{port}")),
+                None => HeaderValue::from_str(host),
+            };
+            if let Ok(value) = value {
+                req.headers_mut().insert(HOST, value);
+            }
+        }
+    }
+    if req.method() == Method::CONNECT {
+        if let Some(authority) = uri.authority() {
+            if let Ok(u) = Uri::builder().authority(authority.clone()).build() {
+                *req.uri_mut() = u;
+            }
+        }
+        return;
+    }
+    if proxied {
+        return;
+    }
+    let path = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let path = if path.as_str().is_empty() {
+        PathAndQuery::from_static("/")
+    } else {
+        path
+    };
+    *req.uri_mut() = Uri::from(path);
+}
+
+fn non_default_port(uri: &Uri) -> Option<u16> {
+    let port = uri.port_u16()?;
+    let default = match uri.scheme_str() {
+        Some("http") => 80,
+        Some("https") => 443,
+        _ => return Some(port),
+    };
+    (port != default).then_some(port)
+}
+
+/// hyper's HTTP/1 connection, run as a task of the client's runtime. Dropped before it
+/// finished — its runtime is being torn down — it first offers its connection for
+/// carrying ([`IoCell::carry`]); a close shuts the socket down beforehand, so a closed
+/// client's connection is never carried.
+struct ConnTask<F> {
+    conn: Pin<Box<F>>,
+    cell: Arc<IoCell>,
+    done: bool,
+}
+
+impl<F: Future> Future for ConnTask<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let this = self.get_mut();
+        if this.conn.as_mut().poll(cx).is_ready() {
+            this.done = true;
+            return std::task::Poll::Ready(());
+        }
+        std::task::Poll::Pending
+    }
+}
+
+impl<F> Drop for ConnTask<F> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.cell.carry();
+        }
+    }
+}
