@@ -211,6 +211,7 @@ impl Error {
     /// Classifies an HTTP client error (`connect`: the connection could not be made):
     /// connect failures, timeouts found in the source chain, and everything else as a
     /// request error.
+    #[cfg(not(rtlocal_loom))]
     pub(crate) fn from_client(connect: bool, err: impl StdError + Send + Sync + 'static) -> Self {
         if connect {
             let kind = if chain_has_timeout(&err) {
