@@ -117,7 +117,10 @@ impl ClientFactory for HyperFactory {
         };
         let pool = Pool::new(connector, exec, settings, carry);
         if !parked.is_empty() {
-            pool.adopt(parked).await;
+            let carried = pool.adopt(parked).await;
+            for _ in 0..carried {
+                Counters::inc(&counters.connections_carried);
+            }
         }
         Ok(HyperParts {
             pool,

@@ -28,6 +28,7 @@ pub(crate) const CONNECTIONS_OPENED: &str = "rtlocal.connections.opened";
 pub(crate) const REQUESTS_STARTED: &str = "rtlocal.requests.started";
 pub(crate) const REQUESTS_FAILED: &str = "rtlocal.requests.failed";
 pub(crate) const DNS_LOOKUPS: &str = "rtlocal.dns.lookups";
+pub(crate) const CONNECTIONS_CARRIED: &str = "rtlocal.connections.carried";
 pub(crate) const THREAD_SLOTS: &str = "rtlocal.thread_slots";
 pub(crate) const RUNTIME_SLOTS: &str = "rtlocal.runtime_slots";
 pub(crate) const CALLBACKS_REGISTERED: &str = "rtlocal.callbacks.registered";
@@ -122,6 +123,11 @@ fn describe() {
         "requests that ended in an error"
     );
     describe_counter!(DNS_LOOKUPS, Unit::Count, "name resolutions made");
+    describe_counter!(
+        CONNECTIONS_CARRIED,
+        Unit::Count,
+        "idle connections a new client took over from the previous runtime of its scope"
+    );
     describe_gauge!(
         THREAD_SLOTS,
         Unit::Count,
@@ -203,6 +209,10 @@ pub(crate) fn register(counters: &Counters, name: &str) {
         Live::Count(count(REQUESTS_FAILED)),
     );
     set(&counters.dns_lookups, Live::Count(count(DNS_LOOKUPS)));
+    set(
+        &counters.connections_carried,
+        Live::Count(count(CONNECTIONS_CARRIED)),
+    );
 }
 
 /// Records what only a snapshot has (slot counts, the process-wide callback counts) with

@@ -22,6 +22,7 @@ pub(crate) struct Counters {
     pub(crate) requests_in_flight: Stat,
     pub(crate) requests_failed: Stat,
     pub(crate) dns_lookups: Stat,
+    pub(crate) connections_carried: Stat,
     /// The manager's name, once it is known (feature `metrics`: labels and request timing).
     #[cfg(feature = "metrics")]
     pub(crate) manager: std::sync::OnceLock<std::sync::Arc<str>>,
@@ -103,6 +104,7 @@ impl Counters {
             thread_slots,
             runtime_slots,
             dns_lookups: get(&self.dns_lookups),
+            connections_carried: get(&self.connections_carried),
         }
     }
 }
@@ -205,6 +207,10 @@ pub struct Stats {
     pub runtime_slots: u64,
     /// Name resolutions made (cache misses when `dns_cache_ttl` is set).
     pub dns_lookups: u64,
+    /// Idle connections a new client took over from the previous runtime of its thread
+    /// (or manager) instead of opening new ones (see
+    /// [`Builder::carry_idle_connections`](crate::Builder::carry_idle_connections)).
+    pub connections_carried: u64,
 }
 
 #[cfg(feature = "metrics")]
