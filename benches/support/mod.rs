@@ -2,6 +2,8 @@
 //! alike so that the comparison measures the manager and nothing else.
 #![allow(dead_code)]
 
+pub mod relay;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
