@@ -10,8 +10,12 @@
 #   REPEAT=3      pairs of runs (default 2)
 #   FEATURES=...  cargo features for both builds (latency defaults to rustls)
 #
-# Both trees build into the same target directory ($CARGO_TARGET_DIR, or this tree's
-# target/): the dependencies are shared, each tree's rtlocal and bench binary are its own.
+# The old tree builds into a target directory of its own ($COMPARE_TARGET_DIR, default
+# <target>/compare-before, kept between runs): in one shared directory cargo would give
+# both trees' rtlocal and bench the same file names (its hashes use paths relative to the
+# workspace), and could take one tree's build as fresh for the other. When it does not
+# exist yet it starts as a copy of this tree's release/ directory, so the dependencies
+# are not built again.
 # If the old Cargo.toml has no [[bench]] entry for <bench>, one is added (harness = false);
 # the bench sources must compile against the old tree's API and dev-dependencies.
 set -euo pipefail
@@ -30,7 +34,12 @@ if [[ -n ${FEATURES:-} ]]; then
 elif [[ $bench == latency ]]; then
   features=(--features rustls)
 fi
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+new_target=${CARGO_TARGET_DIR:-$PWD/target}
+old_target=${COMPARE_TARGET_DIR:-$new_target/compare-before}
+if [[ ! -d $old_target && -d $new_target/release ]]; then
+  mkdir -p "$old_target"
+  cp -a "$new_target/release" "$old_target/release"
+fi
 new_tree=$PWD
 old_rev=$(git rev-parse --short "$old^{commit}")
 new_rev="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . || echo '+changes')"
@@ -49,10 +58,11 @@ if ! grep -q "^name = \"$bench\"" "$old_tree/Cargo.toml"; then
   printf '\n[[bench]]\nname = "%s"\nharness = false\n' "$bench" >> "$old_tree/Cargo.toml"
 fi
 
-# Builds one tree's bench and prints the path of its executable.
+# Builds one tree's bench into a target directory and prints its executable's path.
 build() {
   local out
-  if ! out=$(cd "$1" && cargo bench --no-run "${features[@]}" --bench "$bench" 2>&1); then
+  if ! out=$(cd "$1" && CARGO_TARGET_DIR=$2 cargo bench --no-run "${features[@]}" \
+    --bench "$bench" 2>&1); then
     echo "$out" | tail -n 30 >&2
     echo "build failed in $1" >&2
     exit 1
@@ -60,8 +70,12 @@ build() {
   echo "$out" | sed -n 's/.*Executable .*(\(.*\))$/\1/p' | tail -n 1
 }
 echo "== building $bench: before ($old_rev) and after ($new_rev)"
-old_exe=$(build "$old_tree")
-new_exe=$(build "$new_tree")
+old_exe=$(build "$old_tree" "$old_target")
+new_exe=$(build "$new_tree" "$new_target")
+if [[ -z $old_exe || -z $new_exe || $old_exe == "$new_exe" ]]; then
+  echo "could not tell the two executables apart: '$old_exe', '$new_exe'" >&2
+  exit 1
+fi
 echo "   before: $old_exe"
 echo "   after:  $new_exe"
 
