@@ -7,7 +7,10 @@
 //!   a fresh raw client each time;
 //! * request throughput: batches of 32 sequential requests (concurrency 1) and of 64
 //!   concurrent requests (concurrency 64) on one runtime, managed vs one raw client with
-//!   the same settings.
+//!   the same settings;
+//! * the floor: the same batches of 32 sequential requests, managed vs a bare
+//!   `hyper::client::conn::http1::SendRequest` on one connection (no pool, no client:
+//!   what an HTTP/1 request costs hyper itself).
 //!
 //! `cargo bench --bench paired` (rounds: `-- 3000`)
 
@@ -15,7 +18,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use http_body_util::BodyExt;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
 
 fn main() {
     let rounds = support::rounds("paired", 3000, 20);
@@ -50,6 +55,7 @@ fn main() {
     let churns = interleave(rounds, churn);
     report(
         "runtime churn (new runtime + first request + drop)",
+        "raw_hyper_util",
         &churns,
         1,
     );
@@ -96,10 +102,58 @@ fn main() {
         let samples = interleave((rounds / 10).max(5), sample);
         report(
             &format!("requests, concurrency {concurrency} (batches of {batch})"),
+            "raw_hyper_util",
             &samples,
             batch,
         );
     }
+
+    // The floor: one connection driven by hand, each request sent on its `SendRequest`.
+    let (mut sender, path, host) = rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        tcp.set_nodelay(true).expect("nodelay");
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        // What the legacy client sends: origin-form target and a Host header.
+        let path: http::Uri = "/".parse().expect("path");
+        let host = http::HeaderValue::from_str(&addr.to_string()).expect("host");
+        (sender, path, host)
+    });
+    const BATCH: usize = 32;
+    let mc = rt.block_on(m.client()).expect("client");
+    let mut sample = |floor: bool| {
+        let t = Instant::now();
+        rt.block_on(async {
+            for _ in 0..BATCH {
+                if floor {
+                    let req = http::Request::get(path.clone())
+                        .header(http::header::HOST, host.clone())
+                        .body(Empty::<Bytes>::new())
+                        .expect("request");
+                    sender.ready().await.expect("connection");
+                    let resp = sender.send_request(req).await.expect("request");
+                    resp.into_body().collect().await.expect("body");
+                } else {
+                    let resp = mc.request(support::get(&uri)).await.expect("request");
+                    resp.into_body().collect().await.expect("body");
+                }
+            }
+        });
+        t.elapsed()
+    };
+    for _ in 0..rounds.min(20) {
+        sample(true);
+        sample(false);
+    }
+    let samples = interleave((rounds / 10).max(5), &mut sample);
+    report(
+        &format!("requests, concurrency 1 (batches of {BATCH}), against the floor"),
+        "bare_send_request",
+        &samples,
+        BATCH,
+    );
 }
 
 /// `rounds` samples of each side, alternating which goes first. Returns (raw, managed).
@@ -122,14 +176,19 @@ fn interleave(
     (raw, managed)
 }
 
-fn report(what: &str, (raw, managed): &(Vec<Duration>, Vec<Duration>), per_sample: usize) {
+fn report(
+    what: &str,
+    baseline: &str,
+    (raw, managed): &(Vec<Duration>, Vec<Duration>),
+    per_sample: usize,
+) {
     let q = |v: &[Duration], f: f64| v[((v.len() - 1) as f64 * f) as usize];
     println!("\n{what}: {} interleaved samples each", raw.len());
     println!(
         "{:<18} {:>12} {:>12} {:>12} {:>14}",
         "", "p25", "median", "p75", "per item (med)"
     );
-    for (name, v) in [("raw_hyper_util", raw), ("rtlocal", managed)] {
+    for (name, v) in [(baseline, raw), ("rtlocal", managed)] {
         println!(
             "{name:<18} {:>12.1?} {:>12.1?} {:>12.1?} {:>14.1?}",
             q(v, 0.25),
@@ -139,7 +198,7 @@ fn report(what: &str, (raw, managed): &(Vec<Duration>, Vec<Duration>), per_sampl
         );
     }
     println!(
-        "ratio rtlocal / raw: median {:.3}, p25 {:.3}",
+        "ratio rtlocal / {baseline}: median {:.3}, p25 {:.3}",
         q(managed, 0.5).as_secs_f64() / q(raw, 0.5).as_secs_f64(),
         q(managed, 0.25).as_secs_f64() / q(raw, 0.25).as_secs_f64()
     );

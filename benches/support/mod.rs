@@ -2,6 +2,9 @@
 //! alike so that the comparison measures the manager and nothing else.
 #![allow(dead_code)]
 
+pub mod relay;
+pub mod tls;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,6 +48,18 @@ pub fn loopback_server() -> (SocketAddr, tokio::runtime::Runtime) {
 /// [`loopback_server`] that also counts the connections it accepted: the connections a
 /// client opened, for clients that do not count their own (raw hyper-util).
 pub fn counting_server() -> (SocketAddr, tokio::runtime::Runtime, Arc<AtomicU64>) {
+    serve(None)
+}
+
+/// [`counting_server`] speaking HTTPS (HTTP/1.1 only) with the certificate of
+/// [`tls`]; a connection counts when accepted, before its handshake.
+pub fn counting_tls_server() -> (SocketAddr, tokio::runtime::Runtime, Arc<AtomicU64>) {
+    serve(Some(tls::acceptor()))
+}
+
+fn serve(
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> (SocketAddr, tokio::runtime::Runtime, Arc<AtomicU64>) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -60,15 +75,21 @@ pub fn counting_server() -> (SocketAddr, tokio::runtime::Runtime, Arc<AtomicU64>
         while let Ok((stream, _)) = listener.accept().await {
             count.fetch_add(1, Ordering::Relaxed);
             let _ = stream.set_nodelay(true);
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let svc = service_fn(|_req| async {
                     Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
                         b"hello, world",
                     ))))
                 });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                let conn = http1::Builder::new();
+                let _ = match tls {
+                    None => conn.serve_connection(TokioIo::new(stream), svc).await,
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(stream) => conn.serve_connection(TokioIo::new(stream), svc).await,
+                        Err(_) => return,
+                    },
+                };
             });
         }
     });
