@@ -18,14 +18,15 @@ use std::time::{Duration, Instant};
 
 use crate::http::connect::stream::Conn;
 use crate::http::connect::tracker::{RawSocket, shutdown_socket};
+use crate::http::pool::Key;
 use crate::lifecycle::ParkLot;
 use crate::manager::timer;
 
 /// A cleanly idle connection between two runtimes: off every reactor, in no client's
 /// tracker, still counted open.
 pub(crate) struct Parked {
-    /// `scheme://host:port` of its origin (the pool's key).
-    pub(crate) origin: Arc<str>,
+    /// Its origin, as the requests it served named it (the pool's key).
+    pub(crate) key: Key,
     /// `host:port`, what the connection limits count.
     pub(crate) host_port: Arc<str>,
     pub(crate) conn: Conn,
@@ -40,7 +41,7 @@ impl Parked {
             .parked_raw()
             .unwrap_or_else(|| unreachable!("a parked connection has a parked socket"));
         Parked {
-            origin: Arc::clone(&to.origin),
+            key: to.key.clone(),
             host_port: Arc::clone(&to.host_port),
             conn,
             idle_since,
@@ -66,7 +67,7 @@ pub(crate) struct CarryTo {
     pub(crate) lot: Arc<ParkLot<Parked>>,
     /// The client's epoch in the lot (see [`ParkLot`]).
     pub(crate) epoch: u64,
-    pub(crate) origin: Arc<str>,
+    pub(crate) key: Key,
     pub(crate) host_port: Arc<str>,
     pub(crate) idle_timeout: Option<Duration>,
 }

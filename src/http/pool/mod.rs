@@ -83,14 +83,17 @@ struct Host {
     /// Idle HTTP/1 connections, oldest first.
     idle: Vec<Idle>,
     h2: Option<http2::SendRequest<Body>>,
-    /// Woken when a connection goes back idle (for requests waiting on a limit).
+    /// Woken when a connection goes back idle, for the requests waiting for a
+    /// connection (`waiting` of them: nobody is woken when nobody waits).
     returned: Arc<Notify>,
+    waiting: usize,
 }
 
 struct Idle {
     tx: http1::SendRequest<Body>,
     cell: Arc<IoCell>,
     proxied: bool,
+    host: HeaderValue,
     since: Instant,
 }
 
@@ -103,6 +106,8 @@ pub(crate) struct Pooled {
     tx: http1::SendRequest<Body>,
     cell: Arc<IoCell>,
     proxied: bool,
+    /// The `Host` header its requests get when they have none.
+    host: HeaderValue,
     reused: bool,
 }
 
@@ -183,7 +188,8 @@ impl Pool {
         loop {
             let got = match self.checkout(&key) {
                 Some(got) => got,
-                None => self.connect(&key, &uri).await?,
+                // Boxed: the connect path's state stays out of every request's future.
+                None => Box::pin(self.connect(&key, &uri)).await?,
             };
             match got {
                 Got::H1(mut pooled) => {
@@ -194,7 +200,7 @@ impl Pool {
                         return Err(PoolError::Send(e));
                     }
                     *req.uri_mut() = uri.clone();
-                    http1_form(&mut req, pooled.proxied);
+                    http1_form(&mut req, pooled.proxied, &pooled.host);
                     let reused = pooled.reused;
                     let connect = req.method() == Method::CONNECT;
                     match pooled.tx.try_send_request(req).await {
@@ -263,6 +269,7 @@ impl Pool {
                 tx: idle.tx,
                 cell: idle.cell,
                 proxied: idle.proxied,
+                host: idle.host,
                 reused: true,
             }));
         }
@@ -288,9 +295,13 @@ impl Pool {
         }
     }
 
-    fn returned(&self, key: &Key) -> Arc<Notify> {
+    /// For a request that waits for a connection: woken when one goes back idle
+    /// until the guard is dropped.
+    fn wait_for_returns<'a>(&'a self, key: &'a Key) -> (Arc<Notify>, Waiting<'a>) {
         let mut hosts = self.hosts.lock();
-        Arc::clone(&hosts.entry(key.clone()).or_default().returned)
+        let host = hosts.entry(key.clone()).or_default();
+        host.waiting += 1;
+        (Arc::clone(&host.returned), Waiting { pool: self, key })
     }
 
     /// A new connection for `key` — unless an idle one comes back first, while this
@@ -300,13 +311,7 @@ impl Pool {
     async fn connect(self: &Arc<Self>, key: &Key, uri: &Uri) -> Result<Got, PoolError> {
         let target = Target::check(uri).map_err(|e| PoolError::Connect(Box::new(e)))?;
         let host_port: Arc<str> = target.host_port().into();
-        let origin: Arc<str> = format!(
-            "{}://{}",
-            if target.https { "https" } else { "http" },
-            host_port
-        )
-        .into();
-        let returned = self.returned(key);
+        let (returned, _waiting) = self.wait_for_returns(key);
         let limits = &self.connector.limits;
         let permits = if limits.is_unlimited() {
             limits.acquire(&host_port).await
@@ -331,7 +336,7 @@ impl Pool {
         let k = key.clone();
         let mut establish = Box::pin(async move {
             let conn = opening.await.map_err(PoolError::Connect)?;
-            pool.establish(&k, conn, origin, host_port).await
+            pool.establish(&k, conn, host_port).await
         });
         loop {
             let notified = returned.notified();
@@ -357,7 +362,6 @@ impl Pool {
         self: &Arc<Self>,
         key: &Key,
         conn: crate::http::connect::stream::Conn,
-        origin: Arc<str>,
         host_port: Arc<str>,
     ) -> Result<Got, PoolError> {
         if conn.is_h2() || self.settings.http2_prior_knowledge {
@@ -380,7 +384,7 @@ impl Pool {
         let carry = self.carry.as_ref().map(|(lot, epoch)| CarryTo {
             lot: Arc::clone(lot),
             epoch: *epoch,
-            origin,
+            key: key.clone(),
             host_port,
             idle_timeout: self.settings.idle_timeout,
         });
@@ -392,6 +396,7 @@ impl Pool {
             tx,
             cell,
             proxied,
+            host: host_header(&key),
             reused: false,
         }))
     }
@@ -422,12 +427,7 @@ impl Pool {
         let mut adopted = 0;
         let now = Instant::now();
         for mut p in parked {
-            let uri: Option<Uri> = p.origin.parse().ok();
-            let key = uri.as_ref().and_then(Key::of);
-            let (Some(key), Some(_)) = (key, uri) else {
-                p.close();
-                continue;
-            };
+            let key = p.key.clone();
             let full = self
                 .hosts
                 .lock()
@@ -455,7 +455,7 @@ impl Pool {
             let carry = self.carry.as_ref().map(|(lot, epoch)| CarryTo {
                 lot: Arc::clone(lot),
                 epoch: *epoch,
-                origin: Arc::clone(&p.origin),
+                key: key.clone(),
                 host_port: Arc::clone(&p.host_port),
                 idle_timeout: self.settings.idle_timeout,
             });
@@ -466,10 +466,12 @@ impl Pool {
             };
             cell.set_idle_since(since);
             let mut hosts = self.hosts.lock();
+            let host = host_header(&key);
             hosts.entry(key).or_default().idle.push(Idle {
                 tx,
                 cell,
                 proxied,
+                host,
                 since,
             });
             adopted += 1;
@@ -517,20 +519,37 @@ impl Pooled {
             tx: self.tx,
             cell: self.cell,
             proxied: self.proxied,
+            host: self.host,
             since: Instant::now(),
         });
         if host.idle.len() > pool.settings.max_idle_per_host {
             let oldest = host.idle.remove(0);
             oldest.cell.unidle();
         }
-        let returned = Arc::clone(&host.returned);
-        drop(hosts);
-        returned.notify_waiters();
+        if host.waiting > 0 {
+            let returned = Arc::clone(&host.returned);
+            drop(hosts);
+            returned.notify_waiters();
+        }
     }
 
     #[cfg(feature = "metrics")]
     pub(crate) fn conn_state(&self) -> Option<crate::http::connect::socket::ConnState> {
         self.cell.conn_state()
+    }
+}
+
+/// A request waiting for a connection of `key` (see [`Pool::wait_for_returns`]).
+struct Waiting<'a> {
+    pool: &'a Pool,
+    key: &'a Key,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Some(host) = self.pool.hosts.lock().get_mut(self.key) {
+            host.waiting = host.waiting.saturating_sub(1);
+        }
     }
 }
 
@@ -540,25 +559,28 @@ fn upgrades(resp: &Response<Incoming>, connect: bool) -> bool {
     resp.status() == StatusCode::SWITCHING_PROTOCOLS || (connect && resp.status().is_success())
 }
 
+/// The `Host` header for an origin's requests: its host, and its port unless the
+/// scheme's default (as hyper-util's legacy client sends it).
+fn host_header(key: &Key) -> HeaderValue {
+    let host = key.authority.host();
+    let default = if key.scheme == Scheme::HTTPS { 443 } else { 80 };
+    let value = match key.authority.port_u16() {
+        Some(port) if port != default => format!("{host}:{port}"),
+        _ => host.to_owned(),
+    };
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
 /// The request in the form an HTTP/1 connection needs: origin form (`/path?q`), or
-/// absolute form through a forwarding proxy, or authority form for `CONNECT`; a `Host`
-/// header when it has none.
-fn http1_form(req: &mut Request<Body>, proxied: bool) {
-    let uri = req.uri().clone();
-    if !req.headers().contains_key(HOST) {
-        if let Some(host) = uri.host() {
-            let value = match non_default_port(&uri) {
-                Some(port) => HeaderValue::from_str(&format!("{host}:{port}")),
-                None => HeaderValue::from_str(host),
-            };
-            if let Ok(value) = value {
-                req.headers_mut().insert(HOST, value);
-            }
-        }
+/// absolute form through a forwarding proxy, or authority form for `CONNECT`; `host`
+/// as its `Host` header when it has none.
+fn http1_form(req: &mut Request<Body>, proxied: bool, host: &HeaderValue) {
+    if !req.headers().contains_key(HOST) && !host.is_empty() {
+        req.headers_mut().insert(HOST, host.clone());
     }
     if req.method() == Method::CONNECT {
-        if let Some(authority) = uri.authority() {
-            if let Ok(u) = Uri::builder().authority(authority.clone()).build() {
+        if let Some(authority) = req.uri().authority().cloned() {
+            if let Ok(u) = Uri::builder().authority(authority).build() {
                 *req.uri_mut() = u;
             }
         }
@@ -567,26 +589,11 @@ fn http1_form(req: &mut Request<Body>, proxied: bool) {
     if proxied {
         return;
     }
-    let path = uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let path = if path.as_str().is_empty() {
-        PathAndQuery::from_static("/")
-    } else {
-        path
+    let path = match req.uri().path_and_query() {
+        Some(p) if !p.as_str().is_empty() => p.clone(),
+        _ => PathAndQuery::from_static("/"),
     };
     *req.uri_mut() = Uri::from(path);
-}
-
-fn non_default_port(uri: &Uri) -> Option<u16> {
-    let port = uri.port_u16()?;
-    let default = match uri.scheme_str() {
-        Some("http") => 80,
-        Some("https") => 443,
-        _ => return Some(port),
-    };
-    (port != default).then_some(port)
 }
 
 /// hyper's HTTP/1 connection, run as a task of the client's runtime. Dropped before it
