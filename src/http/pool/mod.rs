@@ -396,7 +396,7 @@ impl Pool {
             tx,
             cell,
             proxied,
-            host: host_header(&key),
+            host: host_header(key),
             reused: false,
         }))
     }
