@@ -322,6 +322,10 @@ fn main() {
             "released at runtime teardown",
             stats.runtime_releases.to_string(),
         );
+        row(
+            "connections carried over",
+            stats.connections_carried.to_string(),
+        );
     }
     row(
         "teardown callbacks run",

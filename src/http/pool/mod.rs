@@ -53,6 +53,12 @@ pub(crate) struct Key {
 }
 
 impl Key {
+    /// Byte for byte the same origin (a cheaper test than `==`, which ignores case).
+    fn same(&self, other: &Key) -> bool {
+        self.scheme.as_str() == other.scheme.as_str()
+            && self.authority.as_str() == other.authority.as_str()
+    }
+
     fn of(uri: &Uri) -> Option<Key> {
         Some(Key {
             scheme: uri.scheme()?.clone(),
@@ -75,7 +81,23 @@ pub(crate) struct Pool {
     settings: Settings,
     /// Where idle connections go when the runtime ends, and this client's epoch there.
     carry: Option<(Arc<ParkLot<Parked>>, u64)>,
-    hosts: parking_lot::Mutex<HashMap<Key, Host>>,
+    hosts: parking_lot::Mutex<Hosts>,
+}
+
+/// The pool's origins; the latest one looked up is checked first (most clients talk to
+/// one origin at a time), so a request usually finds its origin without hashing.
+#[derive(Default)]
+struct Hosts {
+    last: Option<Arc<Origin>>,
+    map: HashMap<Key, Arc<Origin>>,
+}
+
+/// One origin's connections.
+struct Origin {
+    key: Key,
+    /// The `Host` header its HTTP/1 requests get when they have none.
+    host: HeaderValue,
+    state: parking_lot::Mutex<Host>,
 }
 
 #[derive(Default)]
@@ -93,7 +115,6 @@ struct Idle {
     tx: http1::SendRequest<Body>,
     cell: Arc<IoCell>,
     proxied: bool,
-    host: HeaderValue,
     since: Instant,
 }
 
@@ -102,12 +123,10 @@ struct Idle {
 /// dropped before.
 pub(crate) struct Pooled {
     pool: Arc<Pool>,
-    key: Key,
+    origin: Arc<Origin>,
     tx: http1::SendRequest<Body>,
     cell: Arc<IoCell>,
     proxied: bool,
-    /// The `Host` header its requests get when they have none.
-    host: HeaderValue,
     reused: bool,
 }
 
@@ -168,8 +187,38 @@ impl Pool {
             exec,
             settings,
             carry,
-            hosts: parking_lot::Mutex::new(HashMap::new()),
+            hosts: parking_lot::Mutex::new(Hosts::default()),
         })
+    }
+
+    /// `key`'s origin, made on first use.
+    fn origin(&self, key: &Key) -> Arc<Origin> {
+        let mut hosts = self.hosts.lock();
+        if let Some(last) = &hosts.last {
+            if last.key.same(key) {
+                return Arc::clone(last);
+            }
+        }
+        if hosts.map.len() >= 256 && !hosts.map.contains_key(key) {
+            // Origins nothing holds (no connection, no request) are forgotten, so a
+            // client that visits many hosts stays small.
+            hosts.last = None;
+            hosts.map.retain(|_, o| {
+                Arc::strong_count(o) > 1 || {
+                    let host = o.state.lock();
+                    !host.idle.is_empty() || host.h2.is_some() || host.waiting > 0
+                }
+            });
+        }
+        let origin = Arc::clone(hosts.map.entry(key.clone()).or_insert_with(|| {
+            Arc::new(Origin {
+                key: key.clone(),
+                host: host_header(key),
+                state: parking_lot::Mutex::new(Host::default()),
+            })
+        }));
+        hosts.last = Some(Arc::clone(&origin));
+        origin
     }
 
     pub(crate) fn send(self: &Arc<Self>, req: Request<Body>) -> SendFuture {
@@ -183,13 +232,14 @@ impl Pool {
                 crate::redact::uri(req.uri())
             )));
         };
+        let origin = self.origin(&key);
         let uri = req.uri().clone();
         let mut retried = false;
         loop {
-            let got = match self.checkout(&key) {
+            let got = match self.checkout(&origin) {
                 Some(got) => got,
                 // Boxed: the connect path's state stays out of every request's future.
-                None => Box::pin(self.connect(&key, &uri)).await?,
+                None => Box::pin(self.connect(&origin, &uri)).await?,
             };
             match got {
                 Got::H1(mut pooled) => {
@@ -199,8 +249,7 @@ impl Pool {
                         }
                         return Err(PoolError::Send(e));
                     }
-                    *req.uri_mut() = uri.clone();
-                    http1_form(&mut req, pooled.proxied, &pooled.host);
+                    http1_form(&mut req, pooled.proxied, &origin.host);
                     let reused = pooled.reused;
                     let connect = req.method() == Method::CONNECT;
                     match pooled.tx.try_send_request(req).await {
@@ -216,6 +265,8 @@ impl Pool {
                                 );
                                 retried = true;
                                 req = back;
+                                // Back in the form it came in (absolute).
+                                *req.uri_mut() = uri.clone();
                             }
                             _ => return Err(PoolError::Send(e.into_error())),
                         },
@@ -223,21 +274,21 @@ impl Pool {
                 }
                 Got::H2(mut tx, reused) => {
                     if let Err(e) = tx.ready().await {
-                        self.forget_h2(&key, &tx);
+                        self.forget_h2(&origin, &tx);
                         if reused && !retried {
                             retried = true;
                             continue;
                         }
                         return Err(PoolError::Send(e));
                     }
-                    *req.uri_mut() = uri.clone();
                     match tx.try_send_request(req).await {
                         Ok(resp) => return Ok((resp, None)),
                         Err(mut e) => match e.take_message() {
                             Some(back) if reused && !retried => {
-                                self.forget_h2(&key, &tx);
+                                self.forget_h2(&origin, &tx);
                                 retried = true;
                                 req = back;
+                                *req.uri_mut() = uri.clone();
                             }
                             _ => return Err(PoolError::Send(e.into_error())),
                         },
@@ -248,9 +299,8 @@ impl Pool {
     }
 
     /// An idle connection (or the origin's HTTP/2 connection), if there is one.
-    fn checkout(self: &Arc<Self>, key: &Key) -> Option<Got> {
-        let mut hosts = self.hosts.lock();
-        let host = hosts.get_mut(key)?;
+    fn checkout(self: &Arc<Self>, origin: &Arc<Origin>) -> Option<Got> {
+        let mut host = origin.state.lock();
         if let Some(tx) = &host.h2 {
             if !tx.is_closed() {
                 return Some(Got::H2(tx.clone(), true));
@@ -265,11 +315,10 @@ impl Pool {
             }
             return Some(Got::H1(Pooled {
                 pool: Arc::clone(self),
-                key: key.clone(),
+                origin: Arc::clone(origin),
                 tx: idle.tx,
                 cell: idle.cell,
                 proxied: idle.proxied,
-                host: idle.host,
                 reused: true,
             }));
         }
@@ -282,36 +331,33 @@ impl Pool {
             .is_some_and(|t| since.checked_add(t).is_none_or(|at| at <= now))
     }
 
-    fn forget_h2(&self, key: &Key, tx: &http2::SendRequest<Body>) {
-        let mut hosts = self.hosts.lock();
-        if let Some(host) = hosts.get_mut(key) {
-            if host
-                .h2
-                .as_ref()
-                .is_some_and(|h| h.is_closed() || tx.is_closed())
-            {
-                host.h2 = None;
-            }
+    fn forget_h2(&self, origin: &Origin, tx: &http2::SendRequest<Body>) {
+        let mut host = origin.state.lock();
+        if host
+            .h2
+            .as_ref()
+            .is_some_and(|h| h.is_closed() || tx.is_closed())
+        {
+            host.h2 = None;
         }
     }
 
     /// For a request that waits for a connection: woken when one goes back idle
     /// until the guard is dropped.
-    fn wait_for_returns<'a>(&'a self, key: &'a Key) -> (Arc<Notify>, Waiting<'a>) {
-        let mut hosts = self.hosts.lock();
-        let host = hosts.entry(key.clone()).or_default();
+    fn wait_for_returns(origin: &Origin) -> (Arc<Notify>, Waiting<'_>) {
+        let mut host = origin.state.lock();
         host.waiting += 1;
-        (Arc::clone(&host.returned), Waiting { pool: self, key })
+        (Arc::clone(&host.returned), Waiting { origin })
     }
 
     /// A new connection for `key` — unless an idle one comes back first, while this
     /// one waits for a connection-limit permit or connects. A connect overtaken so goes
     /// on in the background (still bound by its deadlines), and its connection joins
     /// the pool idle.
-    async fn connect(self: &Arc<Self>, key: &Key, uri: &Uri) -> Result<Got, PoolError> {
+    async fn connect(self: &Arc<Self>, origin: &Arc<Origin>, uri: &Uri) -> Result<Got, PoolError> {
         let target = Target::check(uri).map_err(|e| PoolError::Connect(Box::new(e)))?;
         let host_port: Arc<str> = target.host_port().into();
-        let (returned, _waiting) = self.wait_for_returns(key);
+        let (returned, _waiting) = Self::wait_for_returns(origin);
         let limits = &self.connector.limits;
         let permits = if limits.is_unlimited() {
             limits.acquire(&host_port).await
@@ -320,7 +366,7 @@ impl Pool {
                 let notified = returned.notified();
                 let mut notified = std::pin::pin!(notified);
                 notified.as_mut().enable();
-                if let Some(got) = self.checkout(key) {
+                if let Some(got) = self.checkout(origin) {
                     return Ok(got);
                 }
                 let acquire = limits.acquire(&host_port);
@@ -333,16 +379,16 @@ impl Pool {
         };
         let opening = self.connector.connect(uri.clone(), Some(permits));
         let pool = Arc::clone(self);
-        let k = key.clone();
+        let o = Arc::clone(origin);
         let mut establish = Box::pin(async move {
             let conn = opening.await.map_err(PoolError::Connect)?;
-            pool.establish(&k, conn, host_port).await
+            pool.establish(&o, conn, host_port).await
         });
         loop {
             let notified = returned.notified();
             let mut notified = std::pin::pin!(notified);
             notified.as_mut().enable();
-            if let Some(got) = self.checkout(key) {
+            if let Some(got) = self.checkout(origin) {
                 hyper::rt::Executor::execute(&self.exec, async move {
                     if let Ok(Got::H1(pooled)) = establish.await {
                         pooled.reuse();
@@ -360,7 +406,7 @@ impl Pool {
     /// hyper's connection over a new socket: HTTP/2 (shared from now on) or HTTP/1.
     async fn establish(
         self: &Arc<Self>,
-        key: &Key,
+        origin: &Arc<Origin>,
         conn: crate::http::connect::stream::Conn,
         host_port: Arc<str>,
     ) -> Result<Got, PoolError> {
@@ -373,8 +419,7 @@ impl Pool {
             hyper::rt::Executor::execute(&self.exec, async move {
                 let _ = connection.await;
             });
-            let mut hosts = self.hosts.lock();
-            let host = hosts.entry(key.clone()).or_default();
+            let mut host = origin.state.lock();
             if host.h2.as_ref().is_none_or(http2::SendRequest::is_closed) {
                 host.h2 = Some(tx.clone());
             }
@@ -384,7 +429,7 @@ impl Pool {
         let carry = self.carry.as_ref().map(|(lot, epoch)| CarryTo {
             lot: Arc::clone(lot),
             epoch: *epoch,
-            key: key.clone(),
+            key: origin.key.clone(),
             host_port,
             idle_timeout: self.settings.idle_timeout,
         });
@@ -392,11 +437,10 @@ impl Pool {
         let tx = self.start_http1(&cell).await?;
         Ok(Got::H1(Pooled {
             pool: Arc::clone(self),
-            key: key.clone(),
+            origin: Arc::clone(origin),
             tx,
             cell,
             proxied,
-            host: host_header(key),
             reused: false,
         }))
     }
@@ -427,12 +471,8 @@ impl Pool {
         let mut adopted = 0;
         let now = Instant::now();
         for mut p in parked {
-            let key = p.key.clone();
-            let full = self
-                .hosts
-                .lock()
-                .get(&key)
-                .is_some_and(|h| h.idle.len() >= self.settings.max_idle_per_host);
+            let origin = self.origin(&p.key);
+            let full = origin.state.lock().idle.len() >= self.settings.max_idle_per_host;
             if full || p.expired(self.settings.idle_timeout, now) || !p.conn.tcp().parked_is_quiet()
             {
                 p.close();
@@ -455,7 +495,7 @@ impl Pool {
             let carry = self.carry.as_ref().map(|(lot, epoch)| CarryTo {
                 lot: Arc::clone(lot),
                 epoch: *epoch,
-                key: key.clone(),
+                key: origin.key.clone(),
                 host_port: Arc::clone(&p.host_port),
                 idle_timeout: self.settings.idle_timeout,
             });
@@ -465,13 +505,10 @@ impl Pool {
                 continue;
             };
             cell.set_idle_since(since);
-            let mut hosts = self.hosts.lock();
-            let host = host_header(&key);
-            hosts.entry(key).or_default().idle.push(Idle {
+            origin.state.lock().idle.push(Idle {
                 tx,
                 cell,
                 proxied,
-                host,
                 since,
             });
             adopted += 1;
@@ -491,13 +528,17 @@ impl Pool {
         if self.carry.is_none() {
             return;
         }
-        let cells: Vec<Arc<IoCell>> = {
-            let hosts = self.hosts.lock();
-            hosts
-                .values()
-                .flat_map(|h| h.idle.iter().map(|i| Arc::clone(&i.cell)))
-                .collect()
-        };
+        let origins: Vec<Arc<Origin>> = self.hosts.lock().map.values().cloned().collect();
+        let cells: Vec<Arc<IoCell>> = origins
+            .iter()
+            .flat_map(|o| {
+                let host = o.state.lock();
+                host.idle
+                    .iter()
+                    .map(|i| Arc::clone(&i.cell))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         for cell in cells {
             cell.carry();
         }
@@ -512,14 +553,12 @@ impl Pooled {
         if pool.settings.max_idle_per_host == 0 || self.tx.is_closed() {
             return;
         }
-        let mut hosts = pool.hosts.lock();
-        let host = hosts.entry(self.key).or_default();
+        let mut host = self.origin.state.lock();
         self.cell.set_idle();
         host.idle.push(Idle {
             tx: self.tx,
             cell: self.cell,
             proxied: self.proxied,
-            host: self.host,
             since: Instant::now(),
         });
         if host.idle.len() > pool.settings.max_idle_per_host {
@@ -528,7 +567,7 @@ impl Pooled {
         }
         if host.waiting > 0 {
             let returned = Arc::clone(&host.returned);
-            drop(hosts);
+            drop(host);
             returned.notify_waiters();
         }
     }
@@ -539,17 +578,15 @@ impl Pooled {
     }
 }
 
-/// A request waiting for a connection of `key` (see [`Pool::wait_for_returns`]).
+/// A request waiting for a connection of `origin` (see [`Pool::wait_for_returns`]).
 struct Waiting<'a> {
-    pool: &'a Pool,
-    key: &'a Key,
+    origin: &'a Origin,
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        if let Some(host) = self.pool.hosts.lock().get_mut(self.key) {
-            host.waiting = host.waiting.saturating_sub(1);
-        }
+        let mut host = self.origin.state.lock();
+        host.waiting = host.waiting.saturating_sub(1);
     }
 }
 
