@@ -1,4 +1,4 @@
-//! [`Client`]: a cheap handle on one hyper-util client bound to one runtime.
+//! [`Client`]: a cheap handle on one HTTP client (one connection pool) bound to one runtime.
 
 use std::fmt;
 use std::future::Future;
@@ -90,7 +90,7 @@ impl Client {
     ///
     /// # Tracing
     /// Each request that gets past the URI and runtime checks runs in one DEBUG span named
-    /// `http.request`, from the hand-off to hyper-util until the response headers arrive
+    /// `http.request`, from the hand-off to the pool until the response headers arrive
     /// or the request fails (the body is the caller's to read; its errors come back from
     /// the body). Fields, by OpenTelemetry's HTTP client conventions as
     /// `tracing-opentelemetry` reads them: `otel.name` (the method), `otel.kind`

@@ -1,9 +1,9 @@
-//! One request in progress on a hyper-util client: [`Exchange`] (what a request holds
+//! One request in progress on a client's pool: [`Exchange`] (what a request holds
 //! until its response body ends) and [`Dispatch`] (the future from hand-off to the
 //! response headers), with the request's `http.request` span.
 //!
 //! The path is shaped for size: every request future is moved by its caller, and past
-//! 256 bytes each move takes memcpy's slow loop. So the request is handed to hyper-util
+//! 256 bytes each move takes memcpy's slow loop. So the request is handed to the pool
 //! on the first poll and never carried through nested `async fn` frames, the runtime
 //! handle is borrowed from the client the request's guard already holds, and the
 //! deadline is armed only when the response is not there at the first poll, and then
@@ -54,7 +54,7 @@ impl Exchange {
         }
     }
 
-    /// Counts a request on `guard`'s client: taken before hyper-util can pick a pooled
+    /// Counts a request on `guard`'s client: taken before the pool can pick a pooled
     /// connection (see `connect/idle.rs`).
     #[inline]
     pub(crate) fn new(guard: InFlight) -> Self {
@@ -95,7 +95,7 @@ impl Drop for Exchange {
     }
 }
 
-/// A request handed to hyper-util, until its response headers arrive: polled inside the
+/// A request handed to the pool, until its response headers arrive: polled inside the
 /// client's runtime from anywhere, under the request timeout, inside its span.
 pub(crate) struct Dispatch {
     sent: SendFuture,

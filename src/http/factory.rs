@@ -1,4 +1,4 @@
-//! [`HyperFactory`]: builds the hyper-util clients of an
+//! [`HyperFactory`]: builds the HTTP clients (each a connection pool on hyper) of an
 //! [`HttpClientManager`](crate::HttpClientManager), and [`HyperParts`], what each is made of.
 
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use crate::http::pool::{Pool, SendFuture, Settings};
 use crate::manager::{ClientFactory, Counters, RequestGuard, Sharing};
 use crate::redact;
 
-/// Builds the hyper-util clients of an [`HttpClientManager`](crate::HttpClientManager):
+/// Builds the HTTP clients of an [`HttpClientManager`](crate::HttpClientManager):
 /// one validated [`Config`] for all of them, one DNS cache shared by all of them.
 pub(crate) struct HyperFactory {
     config: Config,
@@ -35,7 +35,7 @@ pub(crate) struct HyperFactory {
     lots: Option<Arc<Lots>>,
 }
 
-/// What a hyper-util client of the manager is made of.
+/// What an HTTP client of the manager is made of.
 pub(crate) struct HyperParts {
     pub(crate) pool: Arc<Pool>,
     /// The runtime the client's connections live on.
@@ -49,7 +49,7 @@ pub(crate) struct HyperParts {
     pub(crate) counters: Arc<Counters>,
 }
 
-/// A request in flight on a hyper-util client; ends when the response body finishes or
+/// A request in flight on an HTTP client; ends when the response body finishes or
 /// is dropped.
 pub(crate) type InFlight = RequestGuard<HyperFactory>;
 
@@ -179,7 +179,7 @@ pub(crate) fn is_credential(defaults: &HeaderMap, name: &HeaderName) -> bool {
 }
 
 impl HyperParts {
-    /// Hands the request to hyper-util, adding the default headers (and
+    /// Hands the request to the pool, adding the default headers (and
     /// `Connection: close` without keep-alive). Default credentials are not added to a
     /// request that came through the tower `Service` ([`BelowLayers`]).
     #[inline]

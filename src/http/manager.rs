@@ -1,4 +1,5 @@
-//! [`HttpClientManager`]: the ready-made [`Manager`] over hyper-util, with HTTP settings.
+//! [`HttpClientManager`]: the ready-made [`Manager`] of HTTP clients (a connection pool on
+//! hyper each), with HTTP settings.
 
 use std::fmt;
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use crate::manager::{Manager, Sharing};
 /// (e.g. `static M: LazyLock<HttpClientManager> = LazyLock::new(HttpClientManager::new)`).
 /// [`crate::client`] uses a process-wide default one.
 ///
-/// It is a [`Manager`] over a hyper-util factory: the lifecycle (slots, replacement,
+/// It is a [`Manager`] over an HTTP client factory: the lifecycle (slots, replacement,
 /// teardown release, `close_all`, `shutdown`, stats) is the generic manager's.
 ///
 /// # Runtime requirements

@@ -158,8 +158,8 @@ impl Builder {
     /// How long an idle pooled connection is kept before it is closed. `None` keeps idle
     /// connections until the client closes.
     ///
-    /// This holds whether or not the client's runtime is running: besides hyper-util's
-    /// own eviction (a task on that runtime), a process-wide timer thread shuts down the
+    /// This holds whether or not the client's runtime is running: besides the pool's own
+    /// eviction (when a request looks for a connection), a process-wide timer thread shuts down the
     /// sockets of a client that has had no request in flight for this long, so a
     /// `current_thread` runtime that idles between jobs does not keep connections open.
     /// The close happens between one and two timeouts after the client's last request

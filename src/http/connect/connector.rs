@@ -15,7 +15,6 @@ use hyper_util::rt::TokioIo;
 
 use crate::error::BoxError;
 use crate::http::connect::dns::Resolver;
-use crate::http::connect::executor;
 use crate::http::connect::limits::{Limits, Permits};
 use crate::http::connect::proxy::{self, ProxyRules};
 use crate::http::connect::socket::TrackedTcp;
@@ -42,7 +41,7 @@ pub(crate) struct TrackingConnector {
 }
 
 /// The deadlines of one connection attempt, each holding whether or not the request
-/// that started the attempt still waits for it (hyper-util moves a connect into the
+/// that started the attempt still waits for it (the pool moves a connect into the
 /// background when a pooled connection serves its request first):
 ///
 /// * DNS and the TCP connect, to the origin or a proxy: `connect_timeout`;
@@ -241,23 +240,10 @@ impl TrackingConnector {
     }
 }
 
-/// Waits for `host_port`'s connection-limit permits. hyper-util's legacy client (the
-/// tower `Service` path) polls a new connect as part of its request and, if a pooled
-/// connection serves the request first, moves the connect into a task of its own: a
-/// connect still waiting for a permit then is needed by nobody, so it fails.
+/// Waits for `host_port`'s connection-limit permits (the pool waits for them itself,
+/// racing an idle connection coming back, and hands them in).
 async fn acquire_permits(limits: &Limits, host_port: &str) -> Result<Permits, BoxError> {
-    let acquire = limits.acquire(host_port);
-    let mut acquire = std::pin::pin!(acquire);
-    std::future::poll_fn(|cx| {
-        if executor::in_background() {
-            return Poll::Ready(Err(BoxError::from(
-                "connect no longer needed: a pooled connection served its request \
-                 while it waited for a connection-limit permit",
-            )));
-        }
-        acquire.as_mut().poll(cx).map(Ok)
-    })
-    .await
+    Ok(limits.acquire(host_port).await)
 }
 
 /// What the connector connects to (and chooses a proxy for): `scheme://host:port/`.

@@ -1,40 +1,37 @@
 //! Idle timeouts that hold while the client's runtime idles.
 //!
-//! hyper-util evicts idle pooled connections from a task on the client's runtime; a
-//! `current_thread` runtime that idles between jobs never runs it, so the connections
-//! stay open for as long as the runtime idles. Here the tracker evicts them from the
-//! process-wide [`timer`] thread instead, which runs whatever the
-//! runtime does.
+//! The pool drops an idle connection past its timeout when a request looks for one,
+//! which happens only while the runtime runs; a `current_thread` runtime that idles
+//! between jobs would keep its connections open for as long as it idles. Here the
+//! tracker evicts them from the process-wide [`timer`] thread instead, which runs
+//! whatever the runtime does (parked connections, between two runtimes, have a timer job
+//! of their own: `pool/carry.rs`).
 //!
 //! A socket is idle when no request of its client is in flight: a request counts from
-//! the moment it is handed to hyper-util ([`Busy`]) until its response body ends or is
+//! the moment it is handed to the pool ([`Busy`]) until its response body ends or is
 //! dropped. A socket is reaped once it has been idle for the timeout, counted from the
 //! later of the client's last request finishing and the socket opening, so never
-//! earlier than hyper-util itself would evict it. A socket that an upgrade handed over to
+//! earlier than the pool itself would drop it. A socket that an upgrade handed over to
 //! the application (`socket::SocketState`) is no pooled connection and is never reaped.
 //!
 //! Invariants:
 //! 1. The reaper decides and shuts sockets down only while holding the tracker lock,
 //!    with `reaping` set before it reads `in_use`.
-//! 2. A request increments `in_use` before hyper-util can pick a connection, then reads
+//! 2. A request increments `in_use` before the pool can pick a connection, then reads
 //!    `reaping`; if set, it takes (and drops) the tracker lock before going on.
 //!
 //! All four accesses are `SeqCst`, so either the reaper sees the request in `in_use` and
 //! keeps every socket, or the request waits until the reaper has marked every socket it
 //! shut down (1, 2).
 //!
-//! Can a later request still be handed a connection the reaper shut down? hyper-util
-//! drops a pooled connection at checkout once it has been idle for the timeout, counted
-//! from when it was put back (HTTP/1.1) or last checked out (HTTP/2, shared). The reaper
-//! counts from the client's last request *ending*, which is never earlier, so by the
-//! time it shuts a socket hyper-util's own checkout refuses it too. The one exception is
-//! an HTTP/1.1 connection that hyper-util puts back late (from a task on the idle
-//! runtime, once the connection is ready again): it then looks fresh. For that case a
-//! marked socket reads as ended before anything is written to it, so hyper closes the
-//! connection without sending, hands the request back, and hyper-util retries it on a
-//! new connection (it retries requests that were not sent on a reused connection). An
-//! HTTP/2 connection is shared and re-stamped at every checkout, so it cannot look fresh
-//! after the reaper's deadline.
+//! Can a later request still be handed a connection the reaper shut down? The pool
+//! drops an HTTP/1.1 connection at checkout once it has been idle for the timeout,
+//! counted from when it went back idle (its response body's end), and the reaper counts
+//! from the client's last request *ending*, which is never earlier. Should one slip
+//! through anyway (an HTTP/2 connection, shared and never put back), a marked socket
+//! reads as ended before anything is written to it, so hyper closes the connection
+//! without sending, hands the request back, and the pool sends it again on a new
+//! connection (it retries requests that were not written on a reused connection).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -214,7 +211,7 @@ mod tests {
         got
     }
 
-    /// A reaped connection that hyper-util still holds as idle (its own timeout has not
+    /// A reaped connection that the pool still holds as idle (its own timeout has not
     /// passed) and hands to the next request: the request is retried on a new
     /// connection, not failed.
     async fn reaped_pooled_connection_is_not_a_failure(http2: bool) {
@@ -236,8 +233,8 @@ mod tests {
                 "round {round}"
             );
             assert_eq!(parts.tracker.open_sockets(), 1);
-            // As if the hour had passed while the runtime idled: hyper-util's pool still
-            // lists the connection as fresh.
+            // As if the hour had passed while the runtime idled: the pool still lists the
+            // connection as fresh.
             parts
                 .tracker
                 .reap_idle_at(Instant::now() + Duration::from_secs(7200));

@@ -57,7 +57,7 @@ fn not_live() -> io::Error {
 ///
 /// `REAPED`: the idle reaper shut this socket down: reads end at once, before tokio has
 /// seen the shutdown, so hyper closes the connection instead of writing a new request
-/// into it (and hyper-util retries that request on a fresh connection).
+/// into it (and the pool sends that request again on another connection).
 ///
 /// `HYPER`, then `HANDED_OVER`: hyper's connection task polls a socket once the
 /// connection is up; a socket polled outside every connection task after that was
