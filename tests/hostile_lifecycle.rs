@@ -5,7 +5,8 @@
 //!   `current_thread` runtime, a thread that borrowed a runtime's handle, a thread that
 //!   handed its runtime to another thread): their clients must be closed without that
 //!   runtime being driven, or at the latest by `shutdown`, and a request still in flight
-//!   on such a client must not outlive `shutdown`;
+//!   on such a client must not outlive `shutdown`; a thread that exits while a
+//!   replacement of its slot is stuck leaves that slot to `close_all`;
 //! * `client()` from a thread-local destructor that runs late, and `close_all` /
 //!   `shutdown` awaited outside any runtime: no panic, forced closes reported as forced;
 //! * a task holding an unread response body that asks for a client during `close_all`
@@ -29,7 +30,7 @@ use common::{
     poll_once, poll_outside_runtime, settle_within, signal_thread_exit, text, thread_exited,
 };
 use http_body_util::BodyExt;
-use rtlocal::{ClientId, HttpClientManager};
+use rtlocal::{ClientFactory, ClientId, HttpClientManager, Manager};
 use tokio::runtime::{Handle, Runtime};
 
 fn manager() -> Arc<HttpClientManager> {
@@ -296,6 +297,112 @@ fn shutdown_reaches_the_client_of_a_thread_that_handed_its_runtime_away() {
         Close::Shutdown,
     ));
     drop(keeper);
+    watch.assert_no_unexpected_panics();
+}
+
+/// A client that is one TCP connection to a test server, shut on the wire by its
+/// factory's close or abort, whatever its runtime does.
+struct Conn(std::net::TcpStream);
+
+/// Builds [`Conn`]s to one address.
+struct OneConnection(std::net::SocketAddr);
+
+impl ClientFactory for OneConnection {
+    type Client = Conn;
+
+    async fn build(&self, _: &Handle) -> Result<Conn, rtlocal::Error> {
+        std::net::TcpStream::connect(self.0)
+            .map(Conn)
+            .map_err(rtlocal::Error::build)
+    }
+
+    async fn close(&self, client: &Conn) {
+        self.abort(client);
+    }
+
+    fn abort(&self, client: &Conn) {
+        let _ = client.0.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// Class 1: a thread exits while a replacement of its slot is stuck past the exit's bound
+/// (close + build timeouts). The thread had a client on `rt1` with a request in flight; a
+/// task of `rt2`, spawned on the same thread, leads the replacement and waits for that
+/// request; the thread hands both runtimes away and exits, and nobody drives `rt2` for
+/// three times the bound. The exit gives up on the busy slot, which must stay listed: when
+/// `rt2` runs again the leader publishes a new client (a new connection) into the exited
+/// thread's slot, and `close_all` must find that client and close it.
+#[test]
+fn close_all_reaches_what_a_replacement_publishes_after_its_thread_gave_up_on_it() {
+    let watch = PanicWatch::install("b3");
+    let server = TestServer::start();
+    let (close, build) = (Duration::from_millis(200), Duration::from_millis(300));
+    let m = Arc::new(
+        Manager::builder(OneConnection(server.addr))
+            .close_timeout(close)
+            .build_timeout(build)
+            .build()
+            .unwrap(),
+    );
+    let m2 = Arc::clone(&m);
+    let (tx, rx) = mpsc::channel();
+    let exiting = watch.spawn("exit", move || {
+        // rt1: the thread's client, with a request in flight.
+        let rt1 = current_thread_rt();
+        let (stale, request) = block_on_guarded(&rt1, async {
+            let c = m2.client().await.expect("client");
+            let request = c.track().expect("an open client");
+            (c, request)
+        });
+        // rt2 on the same thread: a task leads the replacement and waits for the stale
+        // client's request; then rt2 idles with the replacement under way.
+        let rt2 = current_thread_rt();
+        let m3 = Arc::clone(&m2);
+        let leader = rt2.spawn(async move { m3.client().await });
+        block_on_guarded(&rt2, async {
+            while stale.is_open() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        tx.send((rt1, rt2, stale, request, leader))
+            .expect("the test takes the runtimes");
+    });
+    // join waits for the thread's thread-local destructors: its exit is on the closer.
+    exiting.join().expect("the exiting thread");
+    let (rt1, rt2, stale, request, leader) = rx.recv().expect("the runtimes");
+    // Past the exit's bound, with the leader stuck on rt2.
+    std::thread::sleep((close + build) * 3);
+    drop(request);
+    let new = block_on_guarded(&rt2, leader)
+        .expect("the leader task")
+        .expect("the replacement's client");
+    assert!(!stale.is_open());
+    // The server's accept can lag the client's connect.
+    assert_eq!(
+        settle_within(HOSTILE_GUARD, 2, || server.accepted()),
+        2,
+        "the new client's connection"
+    );
+    assert_eq!(
+        settle_within(HOSTILE_GUARD, 1, || server.open()),
+        1,
+        "the stale client's connection closed, the new client's open"
+    );
+
+    let other = watch.current_rt();
+    let report = block_on_guarded(&other, m.close_all());
+    assert_eq!(
+        settle_within(HOSTILE_GUARD, 0, || server.open()),
+        0,
+        "close_all ({report}) left open the connection of the client published into the \
+         exited thread's slot: the exit gave up on the busy slot but did not leave it to \
+         close_all"
+    );
+    assert!(!new.is_open(), "{report}");
+    assert!(report.failed.is_empty(), "{report}");
+    assert_eq!(m.stats().clients_live, 0, "{report}");
+    drop((new, stale));
+    drop((rt2, rt1, other));
     watch.assert_no_unexpected_panics();
 }
 

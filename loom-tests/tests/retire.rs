@@ -2,6 +2,9 @@
 //! replacements, a thread's exit, and a forced clear.
 #![cfg(rtlocal_loom)]
 
+use std::time::Duration;
+
+use loom::sync::{Arc, Mutex};
 use loom::thread;
 use rtlocal_loom_tests::*;
 
@@ -195,4 +198,143 @@ fn deadline_force_clears_a_stuck_retirement() {
         lease.finish();
         assert!(slot.try_hit(&1).is_none());
     });
+}
+
+/// The manager's list of thread slots (`Shared::thread_slots`): what `close_all` scans.
+type Listed = Arc<Mutex<Vec<Arc<FakeSlot>>>>;
+
+/// A thread's exit as `manager::thread_slots` runs it: `retire_if` (the exited thread's
+/// clients: here every client of the slot, which is that thread's) on the exiting thread,
+/// then `retire_exited` on the closer; the slot leaves the list only when that says it is
+/// done with it. Returns what `retire_exited` said and the bounded waits it made.
+fn exit_thread(listed: &Listed, slot: &Arc<FakeSlot>, d: &FakeDriver) -> (bool, Vec<Duration>) {
+    let mine = |_: &FakeClient, _: &FakeKey| true;
+    let step = FakeSlot::retire_if(slot, mine);
+    let done = loom::future::block_on(retire_exited(d, slot, mine, step));
+    if done {
+        listed.lock().unwrap().retain(|s| !Arc::ptr_eq(s, slot));
+    }
+    (done, d.timer.bounds())
+}
+
+/// The rest of a replacement whose lease was taken before the thread exited (a task of
+/// the exiting thread that moved to another thread): close the stale client, reset,
+/// build, publish. Returns the published client.
+fn finish_replacement(lease: Lease<FakeClient, FakeKey>, d: &FakeDriver) -> FakeClient {
+    if let Some(stale) = lease.stale() {
+        let _ = loom::future::block_on(d.close(stale, d.close_timeout()));
+    }
+    let building = lease.reset().expect("nobody supersedes this replacement");
+    match building.publish(d.world.build(2), &ShutdownGate::new()) {
+        Publish::Published(c) => c,
+        other => panic!("the replacement publishes, got {other:?}"),
+    }
+}
+
+/// A slot primed with runtime 1's client, listed, and a replacement for runtime 2 led
+/// (its lease taken) before the thread exits.
+fn exit_during_a_replacement() -> (
+    Arc<World>,
+    Arc<FakeSlot>,
+    FakeClient,
+    Listed,
+    Lease<FakeClient, FakeKey>,
+) {
+    let world = World::new();
+    let (slot, first) = primed(&world, 1);
+    let listed: Listed = Arc::new(Mutex::new(vec![slot.clone()]));
+    let Acquire::Lead(lease) = FakeSlot::acquire(&slot, FakeKey::new(2)) else {
+        panic!("another runtime's caller leads");
+    };
+    (world, slot, first, listed, lease)
+}
+
+/// A thread exits while a replacement of its slot is stuck (its leader parked on a
+/// runtime nobody drives) past the exit's bound (the leader's whole budget, close + build
+/// timeouts): the exit is not done with the slot, which stays listed; when the leader
+/// comes back and publishes, `close_all` over the listed slots closes what it published.
+#[test]
+fn thread_exit_past_the_bound_leaves_the_slot_to_close_all() {
+    model(|| {
+        let (world, slot, first, listed, lease) = exit_during_a_replacement();
+        let (s2, l2, w2) = (slot.clone(), listed.clone(), world.clone());
+        let exit = thread::spawn(move || {
+            exit_thread(
+                &l2,
+                &s2,
+                &FakeDriver::with(&w2, Wait::Impatient, Build::Ready),
+            )
+        });
+        let (done, bounds) = exit.join().unwrap();
+        assert!(
+            !done,
+            "the slot is still busy past the bound: the exit must leave it to close_all"
+        );
+        assert_eq!(
+            bounds,
+            vec![FakeDriver::WAIT_BOUND],
+            "the exit waits once, for the leader's whole budget"
+        );
+        assert_eq!(listed.lock().unwrap().len(), 1, "the slot is still listed");
+        let published = finish_replacement(lease, &FakeDriver::new(&world));
+        let report = close_all(listed.lock().unwrap().clone(), &FakeDriver::new(&world));
+        assert_eq!(report.closed, 1, "close_all closes the published client");
+        first.assert_closed_once("the leader closes the stale client");
+        published.assert_closed_once("close_all closes what the stuck leader published");
+        assert!(world.open().is_empty());
+    });
+}
+
+/// A thread's exit racing the replacement of its slot, led before the exit (by a task
+/// that moved to another thread). With the patient timer the exit waits for the leader
+/// and closes what it published, then is done with the slot; with the impatient one it
+/// may give up first, leaving the slot listed. Either way `close_all` over the listed
+/// slots leaves no client open and closes each exactly once.
+fn thread_exit_racing_a_replacement(wait: Wait) {
+    model(move || {
+        let (world, slot, first, listed, lease) = exit_during_a_replacement();
+        let (s2, l2, w2) = (slot.clone(), listed.clone(), world.clone());
+        let exit = thread::spawn(move || {
+            exit_thread(&l2, &s2, &FakeDriver::with(&w2, wait, Build::Ready))
+        });
+        let w3 = world.clone();
+        let leader = thread::spawn(move || finish_replacement(lease, &FakeDriver::new(&w3)));
+        let (done, _) = exit.join().unwrap();
+        let published = leader.join().unwrap();
+        if wait == Wait::Patient {
+            assert!(
+                done,
+                "the exit waited for the leader and was done with the slot"
+            );
+            published.assert_closed_once("the exit closes what the replacement published");
+        }
+        assert_eq!(
+            listed.lock().unwrap().len(),
+            usize::from(!done),
+            "the slot is listed until the exit is done with it"
+        );
+        if done {
+            assert!(
+                world.open().is_empty(),
+                "the exit said it was done with the slot, but {:?} is open in it",
+                world.open()
+            );
+        }
+        let _ = close_all(listed.lock().unwrap().clone(), &FakeDriver::new(&world));
+        first.assert_closed_once("the leader closes the stale client");
+        published.assert_closed_once("the exit or close_all closes the published client");
+        assert!(world.open().is_empty());
+    });
+}
+
+/// The exit's wait ends when the leader's does.
+#[test]
+fn thread_exit_waits_for_a_replacement_and_closes_what_it_publishes() {
+    thread_exit_racing_a_replacement(Wait::Patient);
+}
+
+/// The exit's bound passes unless the leader is already done.
+#[test]
+fn thread_exit_giving_up_on_a_replacement_leaves_it_to_close_all() {
+    thread_exit_racing_a_replacement(Wait::Impatient);
 }
