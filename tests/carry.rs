@@ -482,3 +482,23 @@ fn http2_connections_are_closed_not_carried() {
         assert_eq!(origin.accepted(), n);
     }
 }
+
+/// With `http2_prior_knowledge`, concurrent first requests to an origin wait for the
+/// one HTTP/2 connection the first of them opens, and share it.
+#[test]
+fn concurrent_first_requests_share_one_http2_connection() {
+    let origin = Origin::start_with(true, true);
+    let m = origin.builder().http2_prior_knowledge().build().unwrap();
+    generation(async {
+        let url = origin.url("/");
+        let all = futures_util::future::join_all((0..16).map(|_| get(&m, &url))).await;
+        for got in all {
+            assert_eq!(got.expect("request"), "hello");
+        }
+    });
+    assert_eq!(
+        origin.accepted(),
+        1,
+        "concurrent requests opened more than one connection"
+    );
+}

@@ -105,10 +105,33 @@ struct Host {
     /// Idle HTTP/1 connections, oldest first.
     idle: Vec<Idle>,
     h2: Option<http2::SendRequest<Body>>,
-    /// Woken when a connection goes back idle, for the requests waiting for a
-    /// connection (`waiting` of them: nobody is woken when nobody waits).
+    /// The origin spoke HTTP/2 (ALPN): its next connection will too.
+    speaks_h2: bool,
+    /// An HTTP/2 connection is being made: requests wait for it rather than open more
+    /// (see [`H2Turn`]).
+    h2_connecting: bool,
+    /// Woken when a connection goes back idle or an HTTP/2 connection is ready, for the
+    /// requests waiting for a connection (`waiting` of them: nobody is woken when nobody
+    /// waits).
     returned: Arc<Notify>,
     waiting: usize,
+}
+
+/// The one request that makes an origin's HTTP/2 connection while the others wait to
+/// share it (with `http2_prior_knowledge`, or once the origin chose HTTP/2 by ALPN;
+/// before that, concurrent first requests each connect, as they cannot know).
+struct H2Turn(Arc<Origin>);
+
+impl Drop for H2Turn {
+    fn drop(&mut self) {
+        let mut host = self.0.state.lock();
+        host.h2_connecting = false;
+        if host.waiting > 0 {
+            let returned = Arc::clone(&host.returned);
+            drop(host);
+            returned.notify_waiters();
+        }
+    }
 }
 
 struct Idle {
@@ -358,6 +381,25 @@ impl Pool {
         let target = Target::check(uri).map_err(|e| PoolError::Connect(Box::new(e)))?;
         let host_port: Arc<str> = target.host_port().into();
         let (returned, _waiting) = Self::wait_for_returns(origin);
+        let h2_turn = loop {
+            let notified = returned.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(got) = self.checkout(origin) {
+                return Ok(got);
+            }
+            {
+                let mut host = origin.state.lock();
+                if !(self.settings.http2_prior_knowledge || host.speaks_h2) {
+                    break None;
+                }
+                if !host.h2_connecting {
+                    host.h2_connecting = true;
+                    break Some(H2Turn(Arc::clone(origin)));
+                }
+            }
+            notified.await;
+        };
         let limits = &self.connector.limits;
         let permits = if limits.is_unlimited() {
             limits.acquire(&host_port).await
@@ -382,7 +424,9 @@ impl Pool {
         let o = Arc::clone(origin);
         let mut establish = Box::pin(async move {
             let conn = opening.await.map_err(PoolError::Connect)?;
-            pool.establish(&o, conn, host_port).await
+            let got = pool.establish(&o, conn, host_port).await;
+            drop(h2_turn);
+            got
         });
         loop {
             let notified = returned.notified();
@@ -420,6 +464,7 @@ impl Pool {
                 let _ = connection.await;
             });
             let mut host = origin.state.lock();
+            host.speaks_h2 = true;
             if host.h2.as_ref().is_none_or(http2::SendRequest::is_closed) {
                 host.h2 = Some(tx.clone());
             }
