@@ -87,18 +87,13 @@ impl<T> ParkLot<T> {
 
     /// Removes the parked connections `expired` selects (their idle time ran out) and
     /// returns them (the caller closes them).
-    pub fn remove_where(&self, mut expired: impl FnMut(&T) -> bool) -> Vec<T> {
+    pub fn remove_where(&self, expired: impl FnMut(&T) -> bool) -> Vec<T> {
         let mut st = self.state.lock();
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < st.parked.len() {
-            if expired(&st.parked[i]) {
-                out.push(st.parked.swap_remove(i));
-            } else {
-                i += 1;
-            }
-        }
-        out
+        let (gone, kept) = std::mem::take(&mut st.parked)
+            .into_iter()
+            .partition(expired);
+        st.parked = kept;
+        gone
     }
 
     /// How many connections are parked now.
@@ -142,7 +137,9 @@ mod tests {
     fn a_closed_lot_takes_nothing_and_gives_nothing() {
         let lot = ParkLot::new();
         let (epoch, _) = lot.take();
+        assert!(lot.is_empty());
         assert_eq!(lot.park(epoch, 1), Ok(()));
+        assert!(!lot.is_empty());
         assert!(!lot.is_closed());
         assert_eq!(lot.close(), vec![1]);
         assert!(lot.is_closed());
