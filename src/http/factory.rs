@@ -33,6 +33,15 @@ pub(crate) struct HyperFactory {
     ///
     /// [`Builder::carry_idle_connections`]: crate::Builder::carry_idle_connections
     lots: Option<Arc<Lots>>,
+    /// The default headers, ready for each request (see [`HyperParts`]).
+    defaults: Arc<[DefaultHeader]>,
+}
+
+/// One default header name, its values, and whether it authenticates.
+pub(crate) struct DefaultHeader {
+    name: HeaderName,
+    values: Vec<HeaderValue>,
+    credential: bool,
 }
 
 /// What an HTTP client of the manager is made of.
@@ -42,6 +51,9 @@ pub(crate) struct HyperParts {
     pub(crate) handle: Handle,
     pub(crate) tracker: Arc<ConnTracker>,
     pub(crate) default_headers: Arc<HeaderMap>,
+    /// The same, one entry per name with its values and whether it is a credential:
+    /// what each request walks (hashing each name once, not three times).
+    defaults: Arc<[DefaultHeader]>,
     /// Only when some plain `http` request may carry proxy credentials.
     proxy_auth: Option<Arc<ProxyRules>>,
     keep_alive: bool,
@@ -57,7 +69,17 @@ impl HyperFactory {
     pub(crate) fn new(config: Config, counters: Arc<Counters>) -> Self {
         let carries =
             config.carry_idle_connections && config.keep_alive && config.pool_max_idle_per_host > 0;
+        let defaults = config
+            .default_headers
+            .keys()
+            .map(|name| DefaultHeader {
+                name: name.clone(),
+                values: config.default_headers.get_all(name).iter().cloned().collect(),
+                credential: is_credential(&config.default_headers, name),
+            })
+            .collect();
         HyperFactory {
+            defaults,
             dns: config.dns_cache_ttl.map(DnsCache::new),
             lots: carries.then(|| Lots::new(config.sharing == Sharing::PerThread)),
             config,
@@ -127,6 +149,7 @@ impl ClientFactory for HyperFactory {
             handle: handle.clone(),
             tracker,
             default_headers: Arc::clone(&config.default_headers),
+            defaults: Arc::clone(&self.defaults),
             proxy_auth: config.proxies.clone().filter(|p| p.authorizes_http()),
             keep_alive: config.keep_alive,
             request_timeout: config.request_timeout,
@@ -186,13 +209,19 @@ impl HyperParts {
     pub(crate) fn send(&self, mut req: Request<Body>) -> SendFuture {
         // Removing from empty extensions neither allocates nor hashes.
         let below_layers = req.extensions_mut().remove::<BelowLayers>().is_some();
-        if !self.default_headers.is_empty() {
+        if !self.defaults.is_empty() {
             let headers = req.headers_mut();
-            for name in self.default_headers.keys() {
-                let withheld = below_layers && is_credential(&self.default_headers, name);
-                if !withheld && !headers.contains_key(name) {
-                    for value in self.default_headers.get_all(name) {
-                        headers.append(name.clone(), value.clone());
+            for default in self.defaults.iter() {
+                if below_layers && default.credential {
+                    continue;
+                }
+                if let http::header::Entry::Vacant(slot) = headers.entry(&default.name) {
+                    let mut values = default.values.iter();
+                    if let Some(first) = values.next() {
+                        let mut entry = slot.insert_entry(first.clone());
+                        for value in values {
+                            entry.append(value.clone());
+                        }
                     }
                 }
             }

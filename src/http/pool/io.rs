@@ -72,14 +72,7 @@ impl IoCell {
         })
     }
 
-    /// The pool put the connection in its idle list.
-    pub(crate) fn set_idle(&self) {
-        let mut inner = self.inner.lock();
-        inner.idle_since = Instant::now();
-        self.flags.fetch_or(IDLE, Ordering::Relaxed);
-    }
-
-    /// Marks an adopted (carried) connection idle since `since`.
+    /// The pool put the connection in its idle list at `since`.
     pub(crate) fn set_idle_since(&self, since: Instant) {
         let mut inner = self.inner.lock();
         inner.idle_since = since;

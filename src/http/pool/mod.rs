@@ -598,13 +598,14 @@ impl Pooled {
         if pool.settings.max_idle_per_host == 0 || self.tx.is_closed() {
             return;
         }
+        let now = Instant::now();
         let mut host = self.origin.state.lock();
-        self.cell.set_idle();
+        self.cell.set_idle_since(now);
         host.idle.push(Idle {
             tx: self.tx,
             cell: self.cell,
             proxied: self.proxied,
-            since: Instant::now(),
+            since: now,
         });
         if host.idle.len() > pool.settings.max_idle_per_host {
             let oldest = host.idle.remove(0);
