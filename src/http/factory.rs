@@ -74,7 +74,12 @@ impl HyperFactory {
             .keys()
             .map(|name| DefaultHeader {
                 name: name.clone(),
-                values: config.default_headers.get_all(name).iter().cloned().collect(),
+                values: config
+                    .default_headers
+                    .get_all(name)
+                    .iter()
+                    .cloned()
+                    .collect(),
                 credential: is_credential(&config.default_headers, name),
             })
             .collect();
