@@ -39,6 +39,7 @@ impl<T> Default for ParkLot<T> {
 }
 
 impl<T> ParkLot<T> {
+    /// An open, empty lot at epoch 0.
     pub fn new() -> Self {
         ParkLot {
             state: Mutex::new(State {
@@ -103,11 +104,13 @@ impl<T> ParkLot<T> {
     }
 
     #[cfg_attr(not(any(test, rtlocal_loom)), allow(dead_code))]
+    /// Nothing is parked now.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     #[cfg_attr(not(any(test, rtlocal_loom)), allow(dead_code))]
+    /// [`close`](ParkLot::close) was called: nothing is parked or taken any more.
     pub fn is_closed(&self) -> bool {
         self.state.lock().closed
     }
