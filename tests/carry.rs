@@ -58,11 +58,7 @@ impl Origin {
 
     /// `h2`: ALPN offers only `h2`, and the server speaks HTTP/2.
     fn start_with(tls: bool, h2: bool) -> Origin {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("server runtime");
+        let rt = common::server_rt();
         let listener = rt
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .expect("bind");

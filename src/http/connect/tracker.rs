@@ -121,12 +121,6 @@ impl ConnTracker {
         permits: Permits,
         server: (&str, u16),
     ) -> Result<TrackedTcp, BoxError> {
-        let mut st = self.state.lock();
-        if st.closed {
-            return Err(Box::new(ClientClosed));
-        }
-        st.next_id += 1;
-        let id = st.next_id;
         #[cfg(unix)]
         let raw = std::os::fd::AsRawFd::as_raw_fd(&stream);
         #[cfg(not(unix))]
@@ -140,22 +134,11 @@ impl ConnTracker {
             let _ = server;
             Arc::new(SocketState::default())
         };
-        let opened = Instant::now();
-        st.sockets.insert(
-            id,
-            Socket {
-                raw,
-                opened,
-                state: Arc::clone(&state),
-                attempt: None,
-            },
-        );
-        if let Some(timeout) = self.idle_timeout {
-            if st.reaper.is_none() {
-                st.reaper = self.schedule_reaper(opened + timeout);
-            }
-        }
-        drop(st);
+        let Some(id) = self.insert(raw, Arc::clone(&state)) else {
+            // Never counted: its series (feature `metrics`) ends here.
+            state.closed();
+            return Err(Box::new(ClientClosed));
+        };
         Counters::inc(&self.counters.connections_opened);
         Counters::inc(&self.counters.connections_open);
         Ok(TrackedTcp {
@@ -185,6 +168,12 @@ impl ConnTracker {
     /// Adds a parked socket that this client now serves (already counted open: it was
     /// parked, not opened). `None` when the tracker is closed.
     pub(super) fn adopt(self: &Arc<Self>, raw: RawSocket, state: Arc<SocketState>) -> Option<u64> {
+        self.insert(raw, state)
+    }
+
+    /// Lists an open socket (scheduling the idle reaper if it is not): its id, or `None`
+    /// when the tracker is closed.
+    fn insert(self: &Arc<Self>, raw: RawSocket, state: Arc<SocketState>) -> Option<u64> {
         let mut st = self.state.lock();
         if st.closed {
             return None;
