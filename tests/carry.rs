@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{HANG_GUARD, block_on_guarded, current_thread_rt, settle};
+use common::{
+    HANG_GUARD, block_on_guarded, current_thread_rt, generation, get_text as get, settle,
+};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -221,22 +223,6 @@ async fn handle(req: Request<Incoming>, c: Arc<Counts>) -> Result<Response<Out>,
         ));
     }
     Ok(Response::new(full(Bytes::from_static(b"hello"))))
-}
-
-/// One runtime generation on this thread: a new `current_thread` runtime, `f` on it,
-/// the runtime dropped.
-fn generation<T>(f: impl std::future::Future<Output = T>) -> T {
-    let rt = current_thread_rt();
-    let out = block_on_guarded(&rt, f);
-    drop(rt);
-    out
-}
-
-async fn get(m: &HttpClientManager, url: &str) -> Result<String, rtlocal::Error> {
-    let c = m.client().await?;
-    let resp = c.get(url).await?;
-    let body = resp.into_body().collect().await?.to_bytes();
-    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 fn carried_across_generations(origin: &Origin) {

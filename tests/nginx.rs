@@ -13,8 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{HANG_GUARD, block_on_guarded, current_thread_rt, settle};
-use http_body_util::BodyExt;
+use common::{HANG_GUARD, generation, get_text as get, settle};
 use rtlocal::HttpClientManager;
 
 struct Nginx {
@@ -194,19 +193,6 @@ impl Drop for Nginx {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn generation<T>(f: impl std::future::Future<Output = T>) -> T {
-    let rt = current_thread_rt();
-    let out = block_on_guarded(&rt, f);
-    drop(rt);
-    out
-}
-
-async fn get(m: &HttpClientManager, url: &str) -> Result<String, rtlocal::Error> {
-    let resp = m.client().await?.get(url).await?;
-    let body = resp.into_body().collect().await?.to_bytes();
-    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// Five runtime generations, one connection by nginx's count; `shutdown` then closes

@@ -930,3 +930,19 @@ impl Drop for Worker {
         }
     }
 }
+
+/// One runtime generation on this thread: a new `current_thread` runtime, `f` on it, the
+/// runtime dropped (its idle connections parked for the next generation).
+pub fn generation<T>(f: impl std::future::Future<Output = T>) -> T {
+    let rt = current_thread_rt();
+    let out = block_on_guarded(&rt, f);
+    drop(rt);
+    out
+}
+
+/// GETs `url` with `m`'s client for this thread and runtime; the body as text.
+pub async fn get_text(m: &rtlocal::HttpClientManager, url: &str) -> Result<String, rtlocal::Error> {
+    let resp = m.client().await?.get(url).await?;
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
