@@ -355,6 +355,44 @@ fn connections_count_by_server_and_state_and_record_their_duration() {
     );
 }
 
+/// An HTTP/2 connection, shared by its requests, counts as a whole: active while a
+/// request is on it, idle again once the response body has ended.
+#[test]
+fn an_http2_connection_goes_back_to_idle_when_its_response_ends() {
+    const HTTP: (&str, &str) = ("rtlocal.manager", "t-h2-state");
+    let mut recorded = recorder();
+    let server = common::AutoServer::start();
+    let port = server.addr.port().to_string();
+    let manager = HttpClientManager::builder()
+        .name("t-h2-state")
+        .http2_prior_knowledge()
+        .build()
+        .expect("valid");
+    let state = |seen: &Seen, state: &str| {
+        let with = [
+            HTTP,
+            ("server.address", "127.0.0.1"),
+            ("server.port", port.as_str()),
+            ("http.connection.state", state),
+        ];
+        seen.gauge("http.client.open_connections", &with)
+    };
+    let rt = current_thread_rt();
+    block_on_guarded(&rt, async {
+        let client = manager.client().await.expect("client");
+        for _ in 0..2 {
+            let resp = client.get(&server.url("/")).await.expect("request");
+            assert_eq!(resp.version(), http::Version::HTTP_2);
+            text(resp).await;
+            let after = Seen::now(&mut recorded);
+            assert_eq!(state(&after, "active"), 0.0, "the body ended");
+            assert_eq!(state(&after, "idle"), 1.0, "one shared connection, idle");
+        }
+    });
+    let report = block_on_guarded(&rt, manager.close_all());
+    assert_eq!(report.closed, 1, "{report}");
+}
+
 #[test]
 fn a_snapshot_records_the_slot_and_callback_counts() {
     const HTTP: (&str, &str) = ("rtlocal.manager", "t-snapshot");

@@ -182,11 +182,17 @@ impl Future for Dispatch {
         };
         let result = match poll_in(&exchange.parts().handle, &mut this.sent, cx) {
             Poll::Ready(Ok(Ok((resp, pooled)))) => {
+                #[cfg(feature = "metrics")]
+                let mut resp = resp;
                 let mut exchange = this.exchange.take();
                 if let Some(exchange) = exchange.as_mut() {
                     #[cfg(feature = "metrics")]
                     {
-                        exchange.conn = pooled.as_ref().and_then(Pooled::conn_state);
+                        // HTTP/1: the pooled connection's; HTTP/2: the shared one's.
+                        let h2 = resp
+                            .extensions_mut()
+                            .remove::<crate::http::connect::socket::ConnState>();
+                        exchange.conn = pooled.as_ref().and_then(Pooled::conn_state).or(h2);
                     }
                     exchange.pooled = pooled;
                 }

@@ -104,7 +104,7 @@ struct Origin {
 struct Host {
     /// Idle HTTP/1 connections, oldest first.
     idle: Vec<Idle>,
-    h2: Option<http2::SendRequest<Body>>,
+    h2: Option<H2>,
     /// The origin spoke HTTP/2 (ALPN): its next connection will too.
     speaks_h2: bool,
     /// An HTTP/2 connection is being made: requests wait for it rather than open more
@@ -134,6 +134,15 @@ impl Drop for H2Turn {
     }
 }
 
+/// An origin's HTTP/2 connection, shared by its requests.
+#[derive(Clone)]
+struct H2 {
+    tx: http2::SendRequest<Body>,
+    /// Its open-connection series (feature `metrics`).
+    #[cfg(feature = "metrics")]
+    state: crate::http::connect::socket::ConnState,
+}
+
 struct Idle {
     tx: http1::SendRequest<Body>,
     cell: Arc<IoCell>,
@@ -155,7 +164,7 @@ pub(crate) struct Pooled {
 
 enum Got {
     H1(Pooled),
-    H2(http2::SendRequest<Body>, bool),
+    H2(H2, bool),
 }
 
 /// A failure of the pool: the connection could not be made, or the request could not
@@ -295,7 +304,8 @@ impl Pool {
                         },
                     }
                 }
-                Got::H2(mut tx, reused) => {
+                Got::H2(h2, reused) => {
+                    let mut tx = h2.tx;
                     if let Err(e) = tx.ready().await {
                         self.forget_h2(&origin, &tx);
                         if reused && !retried {
@@ -305,6 +315,13 @@ impl Pool {
                         return Err(PoolError::Send(e));
                     }
                     match tx.try_send_request(req).await {
+                        #[cfg(feature = "metrics")]
+                        Ok(mut resp) => {
+                            // The connection's state series: idle again when the body ends.
+                            resp.extensions_mut().insert(h2.state);
+                            return Ok((resp, None));
+                        }
+                        #[cfg(not(feature = "metrics"))]
                         Ok(resp) => return Ok((resp, None)),
                         Err(mut e) => match e.take_message() {
                             Some(back) if reused && !retried => {
@@ -324,9 +341,9 @@ impl Pool {
     /// An idle connection (or the origin's HTTP/2 connection), if there is one.
     fn checkout(self: &Arc<Self>, origin: &Arc<Origin>) -> Option<Got> {
         let mut host = origin.state.lock();
-        if let Some(tx) = &host.h2 {
-            if !tx.is_closed() {
-                return Some(Got::H2(tx.clone(), true));
+        if let Some(h2) = &host.h2 {
+            if !h2.tx.is_closed() {
+                return Some(Got::H2(h2.clone(), true));
             }
             host.h2 = None;
         }
@@ -359,7 +376,7 @@ impl Pool {
         if host
             .h2
             .as_ref()
-            .is_some_and(|h| h.is_closed() || tx.is_closed())
+            .is_some_and(|h| h.tx.is_closed() || tx.is_closed())
         {
             host.h2 = None;
         }
@@ -455,6 +472,8 @@ impl Pool {
         host_port: Arc<str>,
     ) -> Result<Got, PoolError> {
         if conn.is_h2() || self.settings.http2_prior_knowledge {
+            #[cfg(feature = "metrics")]
+            let state = conn.conn_state();
             let (tx, connection) = http2::Builder::new(self.exec.clone())
                 .timer(TokioTimer::new())
                 .handshake(TokioIo::new(conn))
@@ -463,12 +482,17 @@ impl Pool {
             hyper::rt::Executor::execute(&self.exec, async move {
                 let _ = connection.await;
             });
+            let h2 = H2 {
+                tx,
+                #[cfg(feature = "metrics")]
+                state,
+            };
             let mut host = origin.state.lock();
             host.speaks_h2 = true;
-            if host.h2.as_ref().is_none_or(http2::SendRequest::is_closed) {
-                host.h2 = Some(tx.clone());
+            if host.h2.as_ref().is_none_or(|h| h.tx.is_closed()) {
+                host.h2 = Some(h2.clone());
             }
-            return Ok(Got::H2(tx, false));
+            return Ok(Got::H2(h2, false));
         }
         let proxied = conn.is_proxied();
         let carry = self.carry.as_ref().map(|(lot, epoch)| CarryTo {
