@@ -117,30 +117,13 @@ async fn bounded<T>(
     }
 }
 
-type Connecting = Pin<Box<dyn Future<Output = Result<TokioIo<Conn>, BoxError>> + Send>>;
-
 /// A connection attempt of the pool's (see [`TrackingConnector::connect`]).
 pub(crate) type Opening = Pin<Box<dyn Future<Output = Result<Conn, BoxError>> + Send>>;
 
-impl tower_service::Service<Uri> for TrackingConnector {
-    type Response = TokioIo<Conn>;
-    type Error = BoxError;
-    type Future = Connecting;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        tower_service::Service::<Uri>::poll_ready(&mut self.http, cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, uri: Uri) -> Connecting {
-        let fut = self.connect(uri, None);
-        Box::pin(async move { fut.await.map(TokioIo::new) })
-    }
-}
-
 impl TrackingConnector {
-    /// Opens a connection to `uri`'s origin holding `permits`, or (`None`) the permits
-    /// it waits for first.
-    pub(crate) fn connect(&self, uri: Uri, permits: Option<Permits>) -> Opening {
+    /// Opens a connection to `uri`'s origin holding `permits` (the pool waits for them
+    /// itself, racing an idle connection coming back).
+    pub(crate) fn connect(&self, uri: Uri, permits: Permits) -> Opening {
         // Checked again here, whoever built the request: this connector never guesses a
         // scheme or a port.
         let target = match Target::check(&uri) {
@@ -166,7 +149,6 @@ impl TrackingConnector {
             arm: None,
             server: (target.host.to_owned(), target.port),
         };
-        let limits = Arc::clone(&self.limits);
         #[cfg(feature = "rustls")]
         let tls = self.tls.clone();
         Box::pin(async move {
@@ -177,10 +159,6 @@ impl TrackingConnector {
                 ));
             }
             let via = via.transpose()?;
-            let permits = match permits {
-                Some(p) => p,
-                None => acquire_permits(&limits, &host_port).await?,
-            };
             open.permits = Some(permits);
             // Waiting for a permit is not part of the attempt: its deadlines start here.
             let started = started.max(Instant::now());
@@ -238,12 +216,6 @@ impl TrackingConnector {
             Ok(Conn::Plain(tcp))
         })
     }
-}
-
-/// Waits for `host_port`'s connection-limit permits (the pool waits for them itself,
-/// racing an idle connection coming back, and hands them in).
-async fn acquire_permits(limits: &Limits, host_port: &str) -> Result<Permits, BoxError> {
-    Ok(limits.acquire(host_port).await)
 }
 
 /// What the connector connects to (and chooses a proxy for): `scheme://host:port/`.
@@ -375,7 +347,7 @@ mod tests {
         listener.set_nonblocking(true).expect("nonblocking");
         let port = listener.local_addr().expect("addr").port();
         let wrapped = u32::from(port) + 65536;
-        let mut conn = connector();
+        let conn = connector();
         for uri in [
             format!("ftp://127.0.0.1:{port}"),
             format!("htps://127.0.0.1:{port}"),
@@ -384,7 +356,9 @@ mod tests {
             format!("http://u:p@127.0.0.1:{port}"),
         ] {
             let uri: Uri = uri.parse().expect("parses");
-            let err = tower_service::Service::call(&mut conn, uri.clone())
+            let permits = conn.limits.acquire("127.0.0.1").await;
+            let err = conn
+                .connect(uri.clone(), permits)
                 .await
                 .err()
                 .map(|e| e.to_string());

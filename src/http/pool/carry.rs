@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::http::connect::stream::Conn;
 use crate::http::connect::tracker::{RawSocket, shutdown_socket};
-use crate::http::pool::Key;
+use crate::http::pool::{Key, idle_expired};
 use crate::lifecycle::ParkLot;
 use crate::manager::timer;
 
@@ -50,7 +50,7 @@ impl Parked {
     }
 
     pub(crate) fn expired(&self, timeout: Option<Duration>, now: Instant) -> bool {
-        timeout.is_some_and(|t| self.idle_since.checked_add(t).is_none_or(|at| at <= now))
+        idle_expired(self.idle_since, timeout, now)
     }
 
     /// Shuts the connection down on the wire and drops it (uncounting it).
@@ -74,8 +74,7 @@ pub(crate) struct CarryTo {
 
 impl CarryTo {
     pub(super) fn expired(&self, idle_since: Instant, now: Instant) -> bool {
-        self.idle_timeout
-            .is_some_and(|t| idle_since.checked_add(t).is_none_or(|at| at <= now))
+        idle_expired(idle_since, self.idle_timeout, now)
     }
 
     /// Parks `parked`, or closes it when the peer closed it or sent something, or the

@@ -366,9 +366,7 @@ impl Pool {
     }
 
     fn expired(&self, since: Instant, now: Instant) -> bool {
-        self.settings
-            .idle_timeout
-            .is_some_and(|t| since.checked_add(t).is_none_or(|at| at <= now))
+        idle_expired(since, self.settings.idle_timeout, now)
     }
 
     fn forget_h2(&self, origin: &Origin, tx: &http2::SendRequest<Body>) {
@@ -421,22 +419,13 @@ impl Pool {
         let permits = if limits.is_unlimited() {
             limits.acquire(&host_port).await
         } else {
-            loop {
-                let notified = returned.notified();
-                let mut notified = std::pin::pin!(notified);
-                notified.as_mut().enable();
-                if let Some(got) = self.checkout(origin) {
-                    return Ok(got);
-                }
-                let acquire = limits.acquire(&host_port);
-                let acquire = std::pin::pin!(acquire);
-                match select(acquire, notified).await {
-                    Either::Left((permits, _)) => break permits,
-                    Either::Right(((), _)) => {}
-                }
+            let acquire = std::pin::pin!(limits.acquire(&host_port));
+            match self.unless_returned(origin, &returned, acquire).await {
+                Ok(permits) => permits,
+                Err(got) => return Ok(got),
             }
         };
-        let opening = self.connector.connect(uri.clone(), Some(permits));
+        let opening = self.connector.connect(uri.clone(), permits);
         let pool = Arc::clone(self);
         let o = Arc::clone(origin);
         let mut establish = Box::pin(async move {
@@ -445,21 +434,40 @@ impl Pool {
             drop(h2_turn);
             got
         });
-        loop {
-            let notified = returned.notified();
-            let mut notified = std::pin::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(got) = self.checkout(origin) {
+        match self
+            .unless_returned(origin, &returned, establish.as_mut())
+            .await
+        {
+            Ok(got) => got,
+            Err(got) => {
                 hyper::rt::Executor::execute(&self.exec, async move {
                     if let Ok(Got::H1(pooled)) = establish.await {
                         pooled.reuse();
                     }
                 });
-                return Ok(got);
+                Ok(got)
             }
-            match select(establish.as_mut(), notified).await {
-                Either::Left((got, _)) => return got,
-                Either::Right(((), _)) => {}
+        }
+    }
+
+    /// Polls `fut` to its end (`Ok`), unless an idle connection of `origin` comes back
+    /// first (`Err`, the connection): `returned` is the origin's wake-up, and the
+    /// caller is counted among its waiters.
+    async fn unless_returned<F: Future + ?Sized>(
+        self: &Arc<Self>,
+        origin: &Arc<Origin>,
+        returned: &Notify,
+        mut fut: Pin<&mut F>,
+    ) -> Result<F::Output, Got> {
+        loop {
+            let notified = returned.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(got) = self.checkout(origin) {
+                return Err(got);
+            }
+            if let Either::Left((out, _)) = select(fut.as_mut(), notified).await {
+                return Ok(out);
             }
         }
     }
@@ -658,6 +666,12 @@ impl Drop for Waiting<'_> {
         let mut host = self.origin.state.lock();
         host.waiting = host.waiting.saturating_sub(1);
     }
+}
+
+/// Whether a connection idle since `since` has passed its idle `timeout` at `now`
+/// (`None`: it never does; a deadline past `Instant`'s range never comes).
+pub(crate) fn idle_expired(since: Instant, timeout: Option<Duration>, now: Instant) -> bool {
+    timeout.is_some_and(|t| since.checked_add(t).is_some_and(|at| at <= now))
 }
 
 /// Whether `resp` hands the connection over to the application (an upgrade, a
