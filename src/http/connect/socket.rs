@@ -208,7 +208,7 @@ impl TrackedTcp {
     /// the idle reaper shut it down first).
     ///
     /// [`attach`]: TrackedTcp::attach
-    pub(crate) fn park(&mut self) -> io::Result<()> {
+    pub(crate) fn park(&mut self) -> io::Result<super::tracker::RawSocket> {
         if !matches!(self.stream, Sock::Live(_)) || self.id == 0 {
             return Err(not_live());
         }
@@ -224,19 +224,12 @@ impl TrackedTcp {
             unreachable!("checked above");
         };
         let std = live.into_std()?;
+        #[cfg(unix)]
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&std);
+        #[cfg(not(unix))]
+        let raw = ();
         self.stream = Sock::Parked(std);
-        Ok(())
-    }
-
-    /// The parked socket's raw handle (to shut it down on the wire from outside).
-    pub(crate) fn parked_raw(&self) -> Option<super::tracker::RawSocket> {
-        match &self.stream {
-            #[cfg(unix)]
-            Sock::Parked(s) => Some(std::os::fd::AsRawFd::as_raw_fd(s)),
-            #[cfg(not(unix))]
-            Sock::Parked(_) => Some(()),
-            _ => None,
-        }
+        Ok(raw)
     }
 
     /// Whether the parked socket is still cleanly idle: the peer neither closed it nor

@@ -35,11 +35,10 @@ pub(crate) struct Parked {
 }
 
 impl Parked {
-    pub(super) fn new(to: &CarryTo, conn: Conn, idle_since: Instant) -> Self {
-        let raw = conn
-            .tcp()
-            .parked_raw()
-            .unwrap_or_else(|| unreachable!("a parked connection has a parked socket"));
+    /// `raw`: the handle of `conn`'s parked socket ([`TrackedTcp::park`]).
+    ///
+    /// [`TrackedTcp::park`]: crate::http::connect::socket::TrackedTcp::park
+    pub(super) fn new(to: &CarryTo, conn: Conn, idle_since: Instant, raw: RawSocket) -> Self {
         Parked {
             key: to.key.clone(),
             host_port: Arc::clone(&to.host_port),
