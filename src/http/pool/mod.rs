@@ -45,7 +45,9 @@ use crate::http::pool::io::{IoCell, PoolIo};
 use crate::http::uri::Target;
 use crate::lifecycle::ParkLot;
 
-/// An origin: scheme and authority (as the request gave them).
+/// An origin: scheme and authority, the scheme's default port left out (`http://h:80/`
+/// and `http://h/` are one origin and share their connections, parked ones included).
+/// Equality and hashing ignore case, as [`Authority`]'s do.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Key {
     scheme: Scheme,
@@ -60,10 +62,16 @@ impl Key {
     }
 
     fn of(uri: &Uri) -> Option<Key> {
-        Some(Key {
-            scheme: uri.scheme()?.clone(),
-            authority: uri.authority()?.clone(),
-        })
+        let scheme = uri.scheme()?.clone();
+        let authority = uri.authority()?;
+        let default = if scheme == Scheme::HTTPS { 443 } else { 80 };
+        let authority = if authority.port_u16() == Some(default) {
+            // `host()` keeps an IPv6 literal's brackets, so this parses back.
+            Authority::try_from(authority.host()).ok()?
+        } else {
+            authority.clone()
+        };
+        Some(Key { scheme, authority })
     }
 }
 
@@ -745,5 +753,49 @@ impl<F> Drop for ConnTask<F> {
         if !self.done {
             self.cell.carry();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::{BuildHasher, RandomState};
+
+    fn key(uri: &str) -> Key {
+        Key::of(&uri.parse().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn an_origin_is_one_key_however_its_default_port_and_case_are_written() {
+        let hasher = RandomState::new();
+        for (a, b) in [
+            ("http://example.com/", "http://example.com:80/x"),
+            ("https://example.com/", "https://example.com:443/"),
+            ("http://[::1]/", "http://[::1]:80/"),
+            ("http://Example.COM/", "HTTP://example.com:80/"),
+        ] {
+            assert!(key(a) == key(b), "{a} and {b} are one origin");
+            assert_eq!(
+                hasher.hash_one(key(a)),
+                hasher.hash_one(key(b)),
+                "{a} / {b}"
+            );
+            let (ha, hb) = (host_header(&key(a)), host_header(&key(b)));
+            assert!(
+                ha.as_bytes().eq_ignore_ascii_case(hb.as_bytes()),
+                "{a} / {b}"
+            );
+        }
+        for (a, b) in [
+            ("http://example.com/", "http://example.com:8080/"),
+            ("http://example.com/", "https://example.com/"),
+            ("http://example.com:443/", "https://example.com:443/"),
+            ("https://example.com:80/", "http://example.com:80/"),
+            ("http://example.com/", "http://example.org/"),
+        ] {
+            assert!(key(a) != key(b), "{a} and {b} are two origins");
+        }
+        assert_eq!(key("http://[::1]:80/").authority.as_str(), "[::1]");
+        assert_eq!(key("https://h:8443/").authority.as_str(), "h:8443");
     }
 }
