@@ -15,6 +15,8 @@
 //! * `raw`, `managed`: `n` sequential GETs on one runtime (`managed` without a request
 //!   timeout, as raw hyper-util has none; `managed-timeout` with the default 300 s);
 //! * `raw-c64`, `managed-c64`: `n` GETs as 64 concurrent tasks;
+//! * `floor`: `n` sequential GETs on a bare `hyper::client::conn::http1::SendRequest`
+//!   (one connection, driven by hand, as `paired`'s floor);
 //! * `raw-churn`, `managed-churn`: `n` times a new `current_thread` runtime, its first
 //!   request (a fresh raw client, or the manager's client), drop.
 
@@ -87,6 +89,31 @@ impl Work {
             "raw" | "managed" => rt.block_on(async {
                 for _ in 0..n {
                     self.one().await;
+                }
+            }),
+            // The floor: one connection driven by hand (its handshake is counted once).
+            "floor" => rt.block_on(async {
+                let tcp =
+                    tokio::net::TcpStream::connect(self.uri.authority().expect("host").as_str())
+                        .await
+                        .expect("connect");
+                tcp.set_nodelay(true).expect("nodelay");
+                let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+                    .await
+                    .expect("handshake");
+                tokio::spawn(conn);
+                let path: http::Uri = "/".parse().expect("path");
+                let host =
+                    http::HeaderValue::from_str(self.uri.authority().expect("host").as_str())
+                        .expect("host");
+                for _ in 0..n {
+                    let req = http::Request::get(path.clone())
+                        .header(http::header::HOST, host.clone())
+                        .body(Empty::<Bytes>::new())
+                        .expect("request");
+                    sender.ready().await.expect("connection");
+                    let resp = sender.send_request(req).await.expect("request");
+                    resp.into_body().collect().await.expect("body");
                 }
             }),
             "raw-c64" | "managed-c64" => rt.block_on(async {
