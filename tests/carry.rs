@@ -1,8 +1,8 @@
 //! Idle HTTP/1 connections carried across runtime generations, judged by the server's
 //! own counts: a carried connection is reused (one connection across generations, plain
 //! and TLS); one the server closed while parked is replaced without an error; a request
-//! whose bytes were written is never sent twice; a half-read connection is never
-//! carried; parked connections are closed on the wire by `close_all`, `shutdown`, the
+//! whose bytes were written is never sent twice; a half-read connection, or one the
+//! server said it closes, is never carried; parked connections are closed on the wire by `close_all`, `shutdown`, the
 //! idle timeout and their thread's exit; limits count them.
 #![cfg(feature = "rustls")]
 
@@ -197,6 +197,15 @@ async fn handle(req: Request<Incoming>, c: Arc<Counts>) -> Result<Response<Out>,
         // No answer: the connection ends.
         return Err("closing without an answer".to_owned());
     }
+    if req.uri().path() == "/close" {
+        // The last answer on this connection: hyper closes it once the response is out.
+        let mut resp = Response::new(full(Bytes::from_static(b"bye")));
+        resp.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+        return Ok(resp);
+    }
     if req.uri().path() == "/big" {
         return Ok(Response::new(full(vec![b'x'; 4 << 20])));
     }
@@ -285,6 +294,31 @@ fn a_connection_the_server_closed_while_parked_is_replaced_without_an_error() {
         assert_eq!(origin.wait_open(0), 0);
         assert_eq!(generation(get(&m, &origin.url("/"))).unwrap(), "hello");
         assert_eq!(origin.accepted(), 2);
+    }
+}
+
+/// The server's last answer on a connection says `Connection: close`: that connection
+/// is neither pooled nor carried, however soon the runtime ends after the body, and the
+/// next generation's request goes out on a new connection without an error.
+#[test]
+fn a_connection_the_server_said_it_closes_is_never_carried() {
+    for tls in [false, true] {
+        let origin = Origin::start(tls);
+        let m = origin.builder().build().unwrap();
+        for round in 1..=3 {
+            // The runtime is dropped as soon as the body is read.
+            assert_eq!(generation(get(&m, &origin.url("/close"))).unwrap(), "bye");
+            assert_eq!(generation(get(&m, &origin.url("/"))).unwrap(), "hello");
+            // Each `/close` ends its connection; the `/` after it needs a new one,
+            // which is carried to the next round's `/close`.
+            assert_eq!(origin.accepted(), round + 1, "tls: {tls}, round {round}");
+        }
+        let s = m.stats();
+        assert_eq!(s.requests_failed, 0);
+        // Only the `/` connections were carried (to rounds 2 and 3), never a closed one.
+        assert_eq!(s.connections_carried, 2, "tls: {tls}");
+        generation(m.shutdown(HANG_GUARD));
+        assert_eq!(origin.wait_open(0), 0);
     }
 }
 
