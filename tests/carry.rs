@@ -518,3 +518,40 @@ fn concurrent_first_requests_share_one_http2_connection() {
         "concurrent requests opened more than one connection"
     );
 }
+
+/// An origin that chose HTTP/2 by ALPN is remembered by the manager: from the next
+/// generation on, concurrent first requests wait for the one connection the first of
+/// them opens (TLS handshakes: one per generation, not one per request), although the
+/// connection itself is not carried.
+#[test]
+fn an_origin_that_chose_http2_is_remembered_across_generations() {
+    let origin = Origin::start_with(true, true);
+    let m = origin.builder().build().unwrap();
+    let burst = || {
+        generation(async {
+            let url = origin.url("/");
+            let all = futures_util::future::join_all((0..16).map(|_| get(&m, &url))).await;
+            for got in all {
+                assert_eq!(got.expect("request"), "hello");
+            }
+        })
+    };
+    // The first generation cannot know: its concurrent first requests may each connect.
+    burst();
+    let first = origin.accepted();
+    assert!((1..=16).contains(&first), "{first} connections");
+    for n in 1..=3 {
+        assert_eq!(
+            origin.wait_open(0),
+            0,
+            "an HTTP/2 connection outlived its runtime"
+        );
+        burst();
+        assert_eq!(
+            origin.accepted(),
+            first + n,
+            "generation {} opened more than one HTTP/2 connection",
+            n + 1
+        );
+    }
+}

@@ -17,7 +17,7 @@ use crate::http::connect::{
     TrackingExecutor,
 };
 use crate::http::pool::carry::Lots;
-use crate::http::pool::{Pool, SendFuture, Settings};
+use crate::http::pool::{H2Origins, Pool, SendFuture, Settings};
 use crate::manager::{ClientFactory, Counters, RequestGuard, Sharing};
 use crate::redact;
 
@@ -33,6 +33,8 @@ pub(crate) struct HyperFactory {
     ///
     /// [`Builder::carry_idle_connections`]: crate::Builder::carry_idle_connections
     lots: Option<Arc<Lots>>,
+    /// Origins that chose HTTP/2 by ALPN, known to every client (see [`H2Origins`]).
+    h2_origins: Arc<H2Origins>,
     /// The default headers, ready for each request (see [`HyperParts`]).
     defaults: Arc<[DefaultHeader]>,
 }
@@ -87,6 +89,7 @@ impl HyperFactory {
             defaults,
             dns: config.dns_cache_ttl.map(DnsCache::new),
             lots: carries.then(|| Lots::new(config.sharing == Sharing::PerThread)),
+            h2_origins: Arc::default(),
             config,
             counters,
         }
@@ -142,7 +145,13 @@ impl ClientFactory for HyperFactory {
             Some((lot, epoch, parked)) => (Some((lot, epoch)), parked),
             None => (None, Vec::new()),
         };
-        let pool = Pool::new(connector, exec, settings, carry);
+        let pool = Pool::new(
+            connector,
+            exec,
+            settings,
+            Arc::clone(&self.h2_origins),
+            carry,
+        );
         if !parked.is_empty() {
             let carried = pool.adopt(parked).await;
             for _ in 0..carried {

@@ -228,7 +228,10 @@ impl Builder {
     /// manager (per-runtime sharing), which serves its next request to that origin on it
     /// — no new connect, no new TLS handshake. Any other connection is closed on the
     /// wire as before; HTTP/2 connections always close (their state lives in the
-    /// connection task the runtime drops).
+    /// connection task the runtime drops). What an HTTP/2 origin's next runtime keeps,
+    /// with this setting or without, is the knowledge: the manager remembers origins
+    /// that chose HTTP/2 by ALPN, and a new client's concurrent first requests to one
+    /// of them share the one connection the first of them opens.
     ///
     /// A parked connection stays counted open, obeys `pool_idle_timeout` and the
     /// connection limits, and is closed on the wire by `close_all`, `shutdown` and (in
@@ -267,7 +270,10 @@ impl Builder {
     /// Speaks HTTP/2 from the first byte on plain `http` connections (h2c), and offers
     /// only `h2` in TLS ALPN.
     ///
-    /// Default is off: HTTP/1.1, or HTTP/2 when TLS ALPN negotiates it.
+    /// Default is off: HTTP/1.1, or HTTP/2 when TLS ALPN negotiates it. Concurrent
+    /// requests to an origin known to speak HTTP/2 (by this setting, or because it chose
+    /// HTTP/2 by ALPN before, in any client of the manager) share one connection: they
+    /// wait for the one the first of them opens.
     pub fn http2_prior_knowledge(mut self) -> Self {
         self.config.http2_prior_knowledge = true;
         self

@@ -21,7 +21,7 @@
 pub(crate) mod carry;
 pub(crate) mod io;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -97,11 +97,41 @@ pub(crate) struct Settings {
     pub(crate) http2_prior_knowledge: bool,
 }
 
+/// Origins that chose HTTP/2 by ALPN, remembered by a manager across its clients (its
+/// runtime generations): a new client's concurrent first requests to one of them wait
+/// for the one connection the first of them opens, instead of each making a TLS
+/// handshake only to find the origin wants one connection. Read when a client first
+/// meets an origin and written when a connection says otherwise: never per request.
+/// Bounded; forgetting costs handshakes, nothing else.
+#[derive(Default)]
+pub(crate) struct H2Origins(parking_lot::Mutex<HashSet<Key>>);
+
+impl H2Origins {
+    const MAX: usize = 1024;
+
+    fn contains(&self, key: &Key) -> bool {
+        self.0.lock().contains(key)
+    }
+
+    fn set(&self, key: &Key, h2: bool) {
+        let mut set = self.0.lock();
+        if !h2 {
+            set.remove(key);
+            return;
+        }
+        if set.len() >= Self::MAX && !set.contains(key) {
+            set.clear();
+        }
+        set.insert(key.clone());
+    }
+}
+
 /// One client's connections. See the module docs.
 pub(crate) struct Pool {
     connector: TrackingConnector,
     exec: TrackingExecutor,
     settings: Settings,
+    h2_origins: Arc<H2Origins>,
     /// Where idle connections go when the runtime ends, and this client's epoch there.
     carry: Option<(Arc<ParkLot<Parked>>, u64)>,
     hosts: parking_lot::Mutex<Hosts>,
@@ -141,9 +171,21 @@ struct Host {
 }
 
 /// The one request that makes an origin's HTTP/2 connection while the others wait to
-/// share it (with `http2_prior_knowledge`, or once the origin chose HTTP/2 by ALPN;
-/// before that, concurrent first requests each connect, as they cannot know).
+/// share it (with `http2_prior_knowledge`, or once the origin chose HTTP/2 by ALPN, in
+/// this client or an earlier one of its manager; before that, concurrent first requests
+/// each connect, as they cannot know).
 struct H2Turn(Arc<Origin>);
+
+impl H2Turn {
+    /// The turn's connect failed: unless HTTP/2 is known a priori, the waiters connect
+    /// each on their own again rather than one after another (an origin that is down
+    /// would make them wait out one connect timeout each).
+    fn failed(self, prior_knowledge: bool) {
+        if !prior_knowledge {
+            self.0.state.lock().speaks_h2 = false;
+        }
+    }
+}
 
 impl Drop for H2Turn {
     fn drop(&mut self) {
@@ -235,12 +277,14 @@ impl Pool {
         connector: TrackingConnector,
         exec: TrackingExecutor,
         settings: Settings,
+        h2_origins: Arc<H2Origins>,
         carry: Option<(Arc<ParkLot<Parked>>, u64)>,
     ) -> Arc<Self> {
         Arc::new(Pool {
             connector,
             exec,
             settings,
+            h2_origins,
             carry,
             hosts: parking_lot::Mutex::new(Hosts::default()),
         })
@@ -269,7 +313,10 @@ impl Pool {
             Arc::new(Origin {
                 key: key.clone(),
                 host: host_header(key),
-                state: parking_lot::Mutex::new(Host::default()),
+                state: parking_lot::Mutex::new(Host {
+                    speaks_h2: self.h2_origins.contains(key),
+                    ..Host::default()
+                }),
             })
         }));
         hosts.last = Some(Arc::clone(&origin));
@@ -457,9 +504,13 @@ impl Pool {
         let pool = Arc::clone(self);
         let o = Arc::clone(origin);
         let mut establish = Box::pin(async move {
-            let conn = opening.await.map_err(PoolError::Connect)?;
-            let got = pool.establish(&o, conn, host_port).await;
-            drop(h2_turn);
+            let got = match opening.await {
+                Ok(conn) => pool.establish(&o, conn, host_port).await,
+                Err(e) => Err(PoolError::Connect(e)),
+            };
+            if let (Some(turn), Err(_)) = (h2_turn, &got) {
+                turn.failed(pool.settings.http2_prior_knowledge);
+            }
             got
         });
         match self
@@ -507,7 +558,8 @@ impl Pool {
         conn: crate::http::connect::stream::Conn,
         host_port: Arc<str>,
     ) -> Result<Got, PoolError> {
-        if conn.is_h2() || self.settings.http2_prior_knowledge {
+        let conn_was_alpn_h2 = conn.is_h2();
+        if conn_was_alpn_h2 || self.settings.http2_prior_knowledge {
             #[cfg(feature = "metrics")]
             let state = conn.conn_state();
             let (tx, connection) = http2::Builder::new(self.exec.clone())
@@ -523,12 +575,22 @@ impl Pool {
                 #[cfg(feature = "metrics")]
                 state,
             };
-            let mut host = origin.state.lock();
-            host.speaks_h2 = true;
-            if host.h2.as_ref().is_none_or(|h| h.tx.is_closed()) {
-                host.h2 = Some(h2.clone());
+            let learned = {
+                let mut host = origin.state.lock();
+                if host.h2.as_ref().is_none_or(|h| h.tx.is_closed()) {
+                    host.h2 = Some(h2.clone());
+                }
+                !std::mem::replace(&mut host.speaks_h2, true)
+            };
+            if learned && conn_was_alpn_h2 {
+                self.h2_origins.set(&origin.key, true);
             }
             return Ok(Got::H2(h2, false));
+        }
+        // The origin answered HTTP/1 (a server that dropped HTTP/2): its next
+        // connections are made in parallel again, here and in the manager's next clients.
+        if std::mem::take(&mut origin.state.lock().speaks_h2) {
+            self.h2_origins.set(&origin.key, false);
         }
         let proxied = conn.is_proxied();
         let carry = self.carry.as_ref().map(|(lot, epoch)| CarryTo {
