@@ -62,24 +62,41 @@ impl Key {
     }
 
     /// `scheme://authority` and `path`.
-    fn uri(&self, path: PathAndQuery) -> Uri {
+    fn uri(&self, path: PathAndQuery) -> Option<Uri> {
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(self.scheme.clone());
         parts.authority = Some(self.authority.clone());
         parts.path_and_query = Some(path);
-        // Scheme, authority and path always make a URI; a default one ("/") would be
-        // refused by the connector's check, never sent anywhere.
-        Uri::from_parts(parts).unwrap_or_default()
+        Uri::from_parts(parts).ok()
+    }
+
+    /// `host:port`, the port always written: a `CONNECT` request's target (RFC 9110
+    /// §9.3.6 requires the port, which the key leaves out when it is the default).
+    fn connect_target(&self) -> Option<Uri> {
+        let authority = if self.authority.port().is_some() {
+            self.authority.clone()
+        } else {
+            let port = if self.scheme == Scheme::HTTPS {
+                443
+            } else {
+                80
+            };
+            Authority::try_from(format!("{}:{port}", self.authority.as_str())).ok()?
+        };
+        Uri::builder().authority(authority).build().ok()
     }
 
     fn of(uri: &Uri) -> Option<Key> {
-        let scheme = uri.scheme()?.clone();
-        let authority = uri.authority()?;
-        let default = if scheme == Scheme::HTTPS {
-            ":443"
-        } else {
-            ":80"
+        // The scheme by its name, in any case: a URI built with
+        // `Uri::builder().scheme("HTTPS")` holds `Scheme::Other("HTTPS")`, which is not
+        // `== Scheme::HTTPS`; taken for plain `http`, its `:80` would be dropped as the
+        // default port and the connection made to 443.
+        let (scheme, default) = match uri.scheme_str()? {
+            s if s.eq_ignore_ascii_case("https") => (Scheme::HTTPS, ":443"),
+            s if s.eq_ignore_ascii_case("http") => (Scheme::HTTP, ":80"),
+            _ => return None,
         };
+        let authority = uri.authority()?;
         // A suffix test, not `port_u16()` (a reverse search): this runs per request.
         // `[::1]:80` gives `[::1]`; `[::80]` ends in `]`, not in the suffix.
         let authority = match authority.as_str().strip_suffix(default) {
@@ -160,6 +177,9 @@ struct Host {
     h2: Option<H2>,
     /// The origin spoke HTTP/2 (ALPN): its next connection will too.
     speaks_h2: bool,
+    /// The manager's [`H2Origins`] lists the origin (this client read or wrote it
+    /// there): an HTTP/1 answer must take it off, whatever `speaks_h2` says now.
+    remembered: bool,
     /// An HTTP/2 connection is being made: requests wait for it rather than open more
     /// (see [`H2Turn`]).
     h2_connecting: bool,
@@ -313,9 +333,13 @@ impl Pool {
             Arc::new(Origin {
                 key: key.clone(),
                 host: host_header(key),
-                state: parking_lot::Mutex::new(Host {
-                    speaks_h2: self.h2_origins.contains(key),
-                    ..Host::default()
+                state: parking_lot::Mutex::new({
+                    let known = self.h2_origins.contains(key);
+                    Host {
+                        speaks_h2: known,
+                        remembered: known,
+                        ..Host::default()
+                    }
                 }),
             })
         }));
@@ -335,7 +359,7 @@ impl Pool {
             Some(key) => self.origin(&key),
             None => {
                 return Err(PoolError::Request(format!(
-                    "the URI {} has no scheme or host",
+                    "the URI {} does not name an http or https origin",
                     crate::redact::uri(req.uri())
                 )));
             }
@@ -355,7 +379,7 @@ impl Pool {
                         }
                         return Err(PoolError::Send(e));
                     }
-                    http1_form(&mut req, pooled.proxied, &origin.host);
+                    http1_form(&mut req, pooled.proxied, &origin)?;
                     let reused = pooled.reused;
                     let connect = req.method() == Method::CONNECT;
                     match pooled.tx.try_send_request(req).await {
@@ -371,7 +395,7 @@ impl Pool {
                                 );
                                 retried = true;
                                 req = back;
-                                absolute_form(&mut req, &origin.key);
+                                absolute_form(&mut req, &origin.key)?;
                             }
                             _ => return Err(PoolError::Send(e.into_error())),
                         },
@@ -401,7 +425,7 @@ impl Pool {
                                 self.forget_h2(&origin, &tx);
                                 retried = true;
                                 req = back;
-                                absolute_form(&mut req, &origin.key);
+                                absolute_form(&mut req, &origin.key)?;
                             }
                             _ => return Err(PoolError::Send(e.into_error())),
                         },
@@ -467,7 +491,9 @@ impl Pool {
     /// the pool idle.
     async fn connect(self: &Arc<Self>, origin: &Arc<Origin>) -> Result<Got, PoolError> {
         // The origin's own URI: the connector needs no more than scheme, host and port.
-        let uri = origin.key.uri(PathAndQuery::from_static("/"));
+        let Some(uri) = origin.key.uri(PathAndQuery::from_static("/")) else {
+            return Err(unformed());
+        };
         let target = Target::check(&uri).map_err(|e| PoolError::Connect(Box::new(e)))?;
         let host_port: Arc<str> = target.host_port().into();
         let (returned, _waiting) = Self::wait_for_returns(origin);
@@ -580,16 +606,23 @@ impl Pool {
                 if host.h2.as_ref().is_none_or(|h| h.tx.is_closed()) {
                     host.h2 = Some(h2.clone());
                 }
-                !std::mem::replace(&mut host.speaks_h2, true)
+                host.speaks_h2 = true;
+                // Only what ALPN chose is remembered (prior knowledge is a setting).
+                conn_was_alpn_h2 && !std::mem::replace(&mut host.remembered, true)
             };
-            if learned && conn_was_alpn_h2 {
+            if learned {
                 self.h2_origins.set(&origin.key, true);
             }
             return Ok(Got::H2(h2, false));
         }
         // The origin answered HTTP/1 (a server that dropped HTTP/2): its next
         // connections are made in parallel again, here and in the manager's next clients.
-        if std::mem::take(&mut origin.state.lock().speaks_h2) {
+        let forget = {
+            let mut host = origin.state.lock();
+            host.speaks_h2 = false;
+            std::mem::take(&mut host.remembered)
+        };
+        if forget {
             self.h2_origins.set(&origin.key, false);
         }
         let proxied = conn.is_proxied();
@@ -784,40 +817,46 @@ fn host_header(key: &Key) -> HeaderValue {
 
 /// A request given back unsent, in the form `http1_form` left it, put back in absolute
 /// form for another connection (which may be proxied).
-fn absolute_form(req: &mut Request<Body>, key: &Key) {
+fn absolute_form(req: &mut Request<Body>, key: &Key) -> Result<(), PoolError> {
     if req.uri().scheme().is_none() {
         let path = req
             .uri()
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        *req.uri_mut() = key.uri(path);
+        *req.uri_mut() = key.uri(path).ok_or_else(unformed)?;
     }
+    Ok(())
+}
+
+/// A key that makes no URI: unreachable (its scheme and authority came from one), and
+/// refused rather than sent anywhere else.
+#[cold]
+fn unformed() -> PoolError {
+    PoolError::Request("the request's origin does not form a URI".to_owned())
 }
 
 /// The request in the form an HTTP/1 connection needs: origin form (`/path?q`), or
 /// absolute form through a forwarding proxy, or authority form for `CONNECT`; `host`
 /// as its `Host` header when it has none.
-fn http1_form(req: &mut Request<Body>, proxied: bool, host: &HeaderValue) {
+fn http1_form(req: &mut Request<Body>, proxied: bool, origin: &Origin) -> Result<(), PoolError> {
+    let host = &origin.host;
     if !req.headers().contains_key(HOST) && !host.is_empty() {
         req.headers_mut().insert(HOST, host.clone());
     }
     if req.method() == Method::CONNECT {
-        if let Some(authority) = req.uri().authority().cloned() {
-            if let Ok(u) = Uri::builder().authority(authority).build() {
-                *req.uri_mut() = u;
-            }
-        }
-        return;
+        *req.uri_mut() = origin.key.connect_target().ok_or_else(unformed)?;
+        return Ok(());
     }
     if proxied {
-        return;
+        return Ok(());
     }
     let path = match req.uri().path_and_query() {
         Some(p) if !p.as_str().is_empty() => p.clone(),
         _ => PathAndQuery::from_static("/"),
     };
     *req.uri_mut() = Uri::from(path);
+    Ok(())
 }
 
 /// hyper's HTTP/1 connection, run as a task of the client's runtime. Dropped before it
@@ -893,6 +932,70 @@ mod tests {
         assert_eq!(key("http://[::1]:80/").authority.as_str(), "[::1]");
         assert_eq!(key("http://[::80]/").authority.as_str(), "[::80]");
         assert_eq!(key("https://h:8443/").authority.as_str(), "h:8443");
+    }
+
+    /// A URI built with `Uri::builder().scheme("HTTPS")` holds `Scheme::Other`: its key
+    /// is still `https`, its `:80` is kept (not the default port), and the origin's URI
+    /// the connector gets says port 80, not 443.
+    #[test]
+    fn a_scheme_in_capitals_is_still_its_scheme() {
+        for built in [
+            Uri::builder()
+                .scheme("HTTPS")
+                .authority("h:80")
+                .path_and_query("/x")
+                .build()
+                .unwrap(),
+            "HTTPS://h:80/x".parse().unwrap(),
+        ] {
+            let key = Key::of(&built).unwrap();
+            assert_eq!(key.scheme, Scheme::HTTPS, "{built}");
+            assert_eq!(key.authority.as_str(), "h:80", "{built}");
+            assert_eq!(host_header(&key), "h:80", "{built}");
+            let uri = key.uri(PathAndQuery::from_static("/")).unwrap();
+            let target = Target::check(&uri).unwrap();
+            assert_eq!((target.is_https(), target.port()), (true, 80), "{built}");
+        }
+        let built = Uri::builder()
+            .scheme("HtTp")
+            .authority("h:80")
+            .path_and_query("/")
+            .build()
+            .unwrap();
+        assert!(key("http://h/") == Key::of(&built).unwrap());
+        let other = Uri::builder()
+            .scheme("ftp")
+            .authority("h")
+            .path_and_query("/")
+            .build()
+            .unwrap();
+        assert!(Key::of(&other).is_none());
+    }
+
+    /// A `CONNECT` request's target always has its port; a request given back unsent
+    /// goes back to absolute form with its path and query.
+    #[test]
+    fn request_forms_keep_the_port_and_the_query() {
+        for (uri, target) in [
+            ("http://h/", "h:80"),
+            ("https://h/", "h:443"),
+            ("https://h:443/", "h:443"),
+            ("http://h:8080/", "h:8080"),
+            ("https://[::1]/", "[::1]:443"),
+            ("http://[::1]:8080/", "[::1]:8080"),
+        ] {
+            let key = key(uri);
+            assert_eq!(key.connect_target().unwrap().to_string(), target, "{uri}");
+        }
+        let mut req = Request::get("/p?q=1").body(Body::empty()).unwrap();
+        absolute_form(&mut req, &key("http://h:8080/")).unwrap();
+        assert_eq!(req.uri().to_string(), "http://h:8080/p?q=1");
+        // Already absolute (a forwarding proxy's form, HTTP/2): left as it is.
+        let mut req = Request::get("http://h:8080/a?b")
+            .body(Body::empty())
+            .unwrap();
+        absolute_form(&mut req, &key("http://other/")).unwrap();
+        assert_eq!(req.uri().to_string(), "http://h:8080/a?b");
     }
 
     /// Every request's future is boxed once (`Pool::send`): past 1,032 bytes the box
