@@ -120,7 +120,10 @@ pub(crate) struct RequestTimer {
 impl RequestTimer {
     pub(crate) fn start<B>(client: &HyperParts, req: &Request<B>) -> RequestTimer {
         let uri = req.uri();
-        let https = uri.scheme_str() == Some("https");
+        // In any case: a URI built with `Uri::builder().scheme("HTTPS")` keeps it.
+        let https = uri
+            .scheme_str()
+            .is_some_and(|s| s.eq_ignore_ascii_case("https"));
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let manager = client.counters.manager.get().map_or("", |m| m);
         let labels = vec![

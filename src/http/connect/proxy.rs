@@ -120,7 +120,10 @@ impl ProxyRule {
     /// The proxy for `dst`, if this rule sends it through one.
     pub(crate) fn route(&self, dst: &Uri) -> Option<Result<Via, BoxError>> {
         let intercept = self.intercept(dst)?;
-        let from = if dst.scheme_str() == Some("https") {
+        let from = if dst
+            .scheme_str()
+            .is_some_and(|s| s.eq_ignore_ascii_case("https"))
+        {
             self.from_https
         } else {
             self.from_http
