@@ -431,7 +431,9 @@ mod api {
     pub use crate::http::body::{Body, ResponseBody};
     pub use crate::http::client::Client;
     pub use crate::http::config::{Builder, Proxy};
-    pub use crate::http::credentials::{DefaultCredentials, DefaultCredentialsLayer};
+    pub use crate::http::credentials::{
+        DefaultCredentials, DefaultCredentialsFuture, DefaultCredentialsLayer,
+    };
     pub use crate::http::manager::HttpClientManager;
     pub use crate::http::service::ResponseFuture;
     pub use crate::http::uri::Target;

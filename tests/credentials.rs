@@ -26,6 +26,9 @@ use tower_http::follow_redirect::FollowRedirectLayer;
 const TOKEN: &str = "Bearer s3cret-token";
 const SESSION: &str = "session=s3cret-cookie";
 const CUSTOM: HeaderName = HeaderName::from_static("x-default");
+/// A credential under a name of its own, marked sensitive.
+const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+const KEY: &str = "s3cret-key";
 
 /// What a server saw of one request.
 #[derive(Clone, Debug, Default)]
@@ -34,15 +37,19 @@ struct Seen {
     authorization: Option<String>,
     cookie: Option<String>,
     custom: Option<String>,
+    api_key: Option<String>,
     user_agent: Option<String>,
 }
 
-/// A hyper server on `ip`: `/cross` → 302 to `cross_to`, `/same` → 302 to `/landing`,
-/// anything else → 200. Records every request's credentials.
+/// A hyper server on `ip`: `/cross` → 302 to `cross_to` (another server's `/landing`),
+/// `/cross-same` and `/cross-back` → 302 to that server's `/same` and `/back`, `/same`
+/// → 302 to `/landing`, `/back` → 302 to `back_to`, anything else → 200. Records every
+/// request's credentials.
 struct Server {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
     cross_to: Arc<Mutex<String>>,
+    back_to: Arc<Mutex<String>>,
     rt: Option<tokio::runtime::Runtime>,
 }
 
@@ -52,13 +59,24 @@ impl Server {
         let (listener, addr) = common::bind_on(&rt, ip);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let cross_to = Arc::new(Mutex::new(String::new()));
-        let (seen2, cross2) = (Arc::clone(&seen), Arc::clone(&cross_to));
+        let back_to = Arc::new(Mutex::new(String::new()));
+        let (seen2, cross2, back2) = (
+            Arc::clone(&seen),
+            Arc::clone(&cross_to),
+            Arc::clone(&back_to),
+        );
         rt.spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (seen, cross) = (Arc::clone(&seen2), Arc::clone(&cross2));
+                let (seen, cross, back) =
+                    (Arc::clone(&seen2), Arc::clone(&cross2), Arc::clone(&back2));
                 tokio::spawn(async move {
-                    let svc =
-                        service_fn(move |req| answer(req, Arc::clone(&seen), Arc::clone(&cross)));
+                    let svc = service_fn(move |req| {
+                        let to = Targets {
+                            cross: cross.lock().expect("cross_to").clone(),
+                            back: back.lock().expect("back_to").clone(),
+                        };
+                        answer(req, Arc::clone(&seen), to)
+                    });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
                         .await;
@@ -69,6 +87,7 @@ impl Server {
             addr,
             seen,
             cross_to,
+            back_to,
             rt: Some(rt),
         }
     }
@@ -90,10 +109,16 @@ impl Drop for Server {
     }
 }
 
+/// Where a server's redirects go.
+struct Targets {
+    cross: String,
+    back: String,
+}
+
 async fn answer(
     req: Request<Incoming>,
     seen: Arc<Mutex<Vec<Seen>>>,
-    cross_to: Arc<Mutex<String>>,
+    to: Targets,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let header = |name: &HeaderName| {
         req.headers()
@@ -107,6 +132,7 @@ async fn answer(
         authorization: header(&AUTHORIZATION),
         cookie: header(&COOKIE),
         custom: header(&CUSTOM),
+        api_key: header(&API_KEY),
         user_agent: header(&USER_AGENT),
     });
     let redirect = |to: String| {
@@ -116,8 +142,11 @@ async fn answer(
             .body(Full::new(Bytes::from_static(b"moved")))
     };
     let resp = match path.as_str() {
-        "/cross" => redirect(cross_to.lock().expect("cross_to").clone()),
+        "/cross" => redirect(to.cross),
+        "/cross-same" => redirect(to.cross.replace("/landing", "/same")),
+        "/cross-back" => redirect(to.cross.replace("/landing", "/back")),
         "/same" => redirect("/landing".to_owned()),
+        "/back" => redirect(to.back),
         _ => Response::builder().body(Full::new(Bytes::from_static(b"ok"))),
     };
     Ok(resp.expect("valid response"))
@@ -128,6 +157,7 @@ fn servers() -> (Server, Server) {
     let api = Server::start("127.0.0.1");
     let other = Server::start("127.0.0.2");
     *api.cross_to.lock().expect("cross_to") = other.url("/landing");
+    *other.back_to.lock().expect("back_to") = api.url("/landing");
     (api, other)
 }
 
@@ -136,6 +166,9 @@ fn manager() -> HttpClientManager {
     defaults.insert(AUTHORIZATION, HeaderValue::from_static(TOKEN));
     defaults.insert(COOKIE, HeaderValue::from_static(SESSION));
     defaults.insert(CUSTOM, HeaderValue::from_static("plain"));
+    let mut key = HeaderValue::from_static(KEY);
+    key.set_sensitive(true);
+    defaults.insert(API_KEY, key);
     HttpClientManager::builder()
         .default_headers(defaults)
         .build()
@@ -169,7 +202,7 @@ fn follow(manager: &HttpClientManager, url: &str, with_layer: bool) {
 }
 
 fn carries_credentials(s: &Seen) -> bool {
-    s.authorization.is_some() || s.cookie.is_some()
+    s.authorization.is_some() || s.cookie.is_some() || s.api_key.is_some()
 }
 
 /// The recommended stack: the credentials layer above the redirect layer. The API gets
@@ -224,7 +257,49 @@ fn a_same_origin_redirect_keeps_them() {
     for s in &seen {
         assert_eq!(s.authorization.as_deref(), Some(TOKEN), "{seen:?}");
         assert_eq!(s.cookie.as_deref(), Some(SESSION), "{seen:?}");
+        assert_eq!(s.api_key.as_deref(), Some(KEY), "{seen:?}");
     }
+}
+
+/// `A → B → B`: tower-http's redirect layer rebuilds each hop from the first request's
+/// headers and strips credentials only when a hop leaves the previous hop's origin, so
+/// credentials in the headers would be back for `B` on the second hop, and one under
+/// its own name (`x-api-key`) would reach `B` on the first. Neither hop gets any.
+#[test]
+fn after_a_hop_to_another_origin_no_hop_gets_them() {
+    let (api, other) = servers();
+    let manager = manager();
+    follow(&manager, &api.url("/cross-same"), true);
+    let api_seen = api.seen();
+    assert_eq!(api_seen.len(), 1, "{api_seen:?}");
+    assert!(carries_credentials(&api_seen[0]), "{api_seen:?}");
+    assert_eq!(api_seen[0].api_key.as_deref(), Some(KEY));
+    let other_seen = other.seen();
+    let paths: Vec<_> = other_seen.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(paths, ["/same", "/landing"]);
+    for s in &other_seen {
+        assert!(
+            !carries_credentials(s),
+            "default credentials reached another origin: {other_seen:?}"
+        );
+        assert_eq!(s.custom.as_deref(), Some("plain"), "{other_seen:?}");
+    }
+}
+
+/// `A → B → A`: once a hop has left the addressed origin, coming back does not bring
+/// the credentials back (the Fetch standard's rule: `B` chose where the chain went).
+#[test]
+fn a_chain_that_left_the_origin_does_not_get_them_back() {
+    let (api, other) = servers();
+    let manager = manager();
+    follow(&manager, &api.url("/cross-back"), true);
+    let seen = api.seen();
+    let paths: Vec<_> = seen.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(paths, ["/cross-back", "/landing"]);
+    assert!(carries_credentials(&seen[0]), "{seen:?}");
+    assert!(!carries_credentials(&seen[1]), "{seen:?}");
+    assert_eq!(other.seen().len(), 1);
+    assert!(!carries_credentials(&other.seen()[0]));
 }
 
 /// Direct calls (no layers, nothing follows redirects) carry every default header.

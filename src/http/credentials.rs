@@ -1,32 +1,111 @@
-//! [`DefaultCredentialsLayer`]: the manager's default credentials, added *above* the
-//! tower layers a user stacks on a [`Client`], so a redirect policy sees them and can
-//! strip them on a hop to another origin.
+//! [`DefaultCredentialsLayer`]: the manager's default credentials for the requests a
+//! user's own request leads to through the tower layers stacked on a [`Client`] — to
+//! the origin the user addressed, and only until a redirect first leaves it (the Fetch
+//! standard's rule: `A → A` keeps them, `A → B` and anything after it do not).
 //!
-//! Why not in the client, as the other default headers are: the client is the innermost
-//! service. tower-http's `FollowRedirectLayer` strips `Authorization`, `Cookie` and
-//! `Proxy-Authorization` on a cross-origin hop, and a client adding its defaults back
-//! below the layer would hand them to that other origin. So a request that reaches the
-//! client through its tower `Service` gets every default header except credentials, and
-//! this layer, placed above the redirect layer, adds those to the user's own request.
+//! Why not in the request's headers, where a redirect policy would see them:
+//! tower-http's `FollowRedirect` rebuilds every hop from the *first* request's headers
+//! and strips only `Authorization`, `Cookie` and `Proxy-Authorization`, and only when
+//! the hop leaves the *previous* hop's origin. A credential under another name would
+//! reach any origin, and `A → B → B` would hand the standard ones back to `B` on the
+//! second hop. So the layer keeps them out of the headers: its future makes the chain
+//! (the addressed origin, the credentials, whether a hop has left it) current while it
+//! polls what it wraps, and the client, which sends each hop, adds them to a request for
+//! that origin until one has left it. A request the client sends outside that poll — on
+//! another task, as `tower::buffer` does — gets none.
 
+use std::cell::RefCell;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use http::{HeaderMap, Request};
 
 use crate::http::client::Client;
 use crate::http::factory::is_credential;
+use crate::http::uri::Target;
 
-/// A [`tower_layer::Layer`] that adds a manager's default credentials
+/// One user request and the requests it leads to: where it was addressed, the
+/// credentials for there, and whether a hop has left it.
+struct Chain {
+    https: bool,
+    host: String,
+    port: u16,
+    credentials: Arc<HeaderMap>,
+    left: AtomicBool,
+}
+
+thread_local! {
+    /// The chain whose future is being polled on this thread.
+    static CHAIN: RefCell<Option<Arc<Chain>>> = const { RefCell::new(None) };
+}
+
+/// Makes `chain` current for the life of the guard, and the previous one again after.
+struct Current(Option<Arc<Chain>>);
+
+impl Current {
+    fn enter(chain: &Option<Arc<Chain>>) -> Current {
+        Current(CHAIN.with(|c| c.replace(chain.clone())))
+    }
+}
+
+impl Drop for Current {
+    fn drop(&mut self) {
+        let previous = self.0.take();
+        // `try_with`: a future dropped during the thread's teardown must not panic.
+        let _ = CHAIN.try_with(|c| *c.borrow_mut() = previous);
+    }
+}
+
+/// The client's side: adds the current chain's credentials to `req` (those it does not
+/// set itself) when it goes to the chain's origin and no earlier hop has left it; marks
+/// the chain left when it goes elsewhere. No chain: nothing.
+pub(crate) fn add_for_chain<B>(req: &mut Request<B>) {
+    let Some(chain) = CHAIN.try_with(|c| c.borrow().clone()).ok().flatten() else {
+        return;
+    };
+    let Ok(target) = Target::check(req.uri()) else {
+        return; // refused before anything is sent
+    };
+    let same = target.https == chain.https
+        && target.port == chain.port
+        && target.host.eq_ignore_ascii_case(&chain.host);
+    if !same {
+        chain.left.store(true, Ordering::Relaxed);
+        return;
+    }
+    if chain.left.load(Ordering::Relaxed) {
+        return;
+    }
+    let headers = req.headers_mut();
+    for name in chain.credentials.keys() {
+        if !headers.contains_key(name) {
+            for value in chain.credentials.get_all(name) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+    }
+}
+
+/// A [`tower_layer::Layer`] that sends a manager's default credentials
 /// ([`Builder::default_headers`](crate::Builder::default_headers) named `Authorization`,
 /// `Proxy-Authorization` or `Cookie`, or marked
-/// [sensitive](http::HeaderValue::set_sensitive)) to each request that does not set them
-/// itself. Get it from [`Client::default_credentials_layer`].
+/// [sensitive](http::HeaderValue::set_sensitive)) with each request it wraps, to the
+/// origin that request addressed, and with the redirect hops it leads to while they
+/// stay on that origin: from the first hop that leaves it on, with none (the Fetch
+/// standard's rule). A request that sets such a header itself keeps its own. Get it
+/// from [`Client::default_credentials_layer`].
 ///
-/// Put it *above* any redirect layer: the redirect policy then sees the credentials as
-/// part of the user's request, keeps them on a same-origin hop and strips them on a
-/// cross-origin one (tower-http's standard policy does). Requests sent with
+/// Put it *above* the redirect layer. It does not write the credentials into the
+/// request a layer below it sees: the managed client adds them as it sends each hop
+/// (tower-http's redirect layer rebuilds every hop from the first request's headers and
+/// would restore them for `B` on an `A → B → B` chain, or pass on any credential not
+/// named `Authorization`, `Cookie` or `Proxy-Authorization`). So a layer between this
+/// one and the client does not see them, and a request the client sends on another
+/// task (`tower::buffer` between them) goes without them. Requests sent with
 /// [`Client::request`] and [`Client::get`] carry every default header, credentials
 /// included: nothing follows redirects there.
 ///
@@ -59,6 +138,32 @@ pub struct DefaultCredentialsLayer {
 pub struct DefaultCredentials<S> {
     inner: S,
     credentials: Arc<HeaderMap>,
+}
+
+/// The future of a [`DefaultCredentials`] service: the inner service's, polled with its
+/// request's credentials chain current (see [`DefaultCredentialsLayer`]).
+#[must_use = "futures do nothing unless polled"]
+pub struct DefaultCredentialsFuture<F> {
+    /// Boxed: pinned without `unsafe` projection (one allocation per request).
+    inner: Pin<Box<F>>,
+    chain: Option<Arc<Chain>>,
+}
+
+impl<F: Future> Future for DefaultCredentialsFuture<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        let _current = Current::enter(&this.chain);
+        this.inner.as_mut().poll(cx)
+    }
+}
+
+impl<F> fmt::Debug for DefaultCredentialsFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DefaultCredentialsFuture")
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {
@@ -100,23 +205,30 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = DefaultCredentialsFuture<S::Future>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> S::Future {
-        let headers = req.headers_mut();
-        for name in self.credentials.keys() {
-            if !headers.contains_key(name) {
-                for value in self.credentials.get_all(name) {
-                    headers.append(name.clone(), value.clone());
-                }
-            }
-        }
-        self.inner.call(req)
+    fn call(&mut self, req: Request<B>) -> DefaultCredentialsFuture<S::Future> {
+        // A URI the client will refuse gets no chain: nothing is sent for it.
+        let chain = match Target::check(req.uri()) {
+            Ok(target) if !self.credentials.is_empty() => Some(Arc::new(Chain {
+                https: target.https,
+                host: target.host.to_owned(),
+                port: target.port,
+                credentials: Arc::clone(&self.credentials),
+                left: AtomicBool::new(false),
+            })),
+            _ => None,
+        };
+        let inner = {
+            let _current = Current::enter(&chain);
+            Box::pin(self.inner.call(req))
+        };
+        DefaultCredentialsFuture { inner, chain }
     }
 }
 

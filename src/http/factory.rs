@@ -240,6 +240,10 @@ impl HyperParts {
                 }
             }
         }
+        if below_layers {
+            // `DefaultCredentialsLayer`'s, for the origin its request addressed.
+            crate::http::credentials::add_for_chain(&mut req);
+        }
         if let Some(proxies) = &self.proxy_auth {
             proxies.authorize(&mut req);
         }
