@@ -46,6 +46,22 @@ fn refused(port: u16) -> Vec<(String, String)> {
             "credentials".into(),
         ),
         (format!("http://:{port}/"), "no host".into()),
+        // Each of these would reach 127.0.0.1 (resolvers read them as it), past the
+        // proxy and loopback rules, which compare four decimal numbers.
+        (format!("http://127.1:{port}/"), "host \"127.1\"".into()),
+        (
+            format!("http://2130706433:{port}/"),
+            "host \"2130706433\"".into(),
+        ),
+        (format!("http://0x7f.1:{port}/"), "host \"0x7f.1\"".into()),
+        (
+            format!("http://127.0.0.1.:{port}/"),
+            "host \"127.0.0.1.\"".into(),
+        ),
+        (
+            format!("http://[localhost]:{port}/"),
+            "host \"[localhost]\"".into(),
+        ),
         ("/relative/path".into(), "relative".into()),
         (format!("127.0.0.1:{port}"), "no scheme".into()),
         (format!("//127.0.0.1:{port}/"), "relative".into()),

@@ -62,6 +62,14 @@ pub(crate) enum UriError {
     Port { port: String, uri: String },
     /// `user:password@` in the authority.
     UserInfo { uri: String },
+    /// A host that does not name one server unambiguously: brackets around something
+    /// that is not an IPv6 address, or an IPv4 address in a form other than four
+    /// decimal numbers.
+    Host {
+        host: String,
+        why: &'static str,
+        uri: String,
+    },
     /// `https` in a build without TLS.
     NoTls { uri: String },
 }
@@ -72,8 +80,12 @@ impl<'a> Target<'a> {
     /// # Errors
     /// [`Error::is_invalid_uri`], the message naming what is wrong (credentials masked):
     /// a relative URI, a missing scheme or host, a scheme other than `http`/`https`, a
-    /// port outside 1..=65535, not digits, or empty (`host:`), or credentials
-    /// (`user:password@`) in the URI, which are refused rather than silently dropped.
+    /// port outside 1..=65535, not digits, or empty (`host:`), credentials
+    /// (`user:password@`) in the URI, which are refused rather than silently dropped, or
+    /// a host that does not name one server unambiguously: brackets around anything but
+    /// an IPv6 address (`[localhost]`), or an IPv4 address not written as four decimal
+    /// numbers (`127.1`, `2130706433`, `0x7f.1`, `0177.0.0.1`, `127.0.0.1.`), which
+    /// resolvers read as an address the proxy and `NO_PROXY` rules would not recognise.
     pub fn of(uri: &'a Uri) -> Result<Target<'a>, Error> {
         Target::parse(uri).map_err(Error::from)
     }
@@ -141,6 +153,13 @@ impl<'a> Target<'a> {
         if host.is_empty() || host == "[]" {
             return Err(UriError::NoHost { uri: shown(uri) });
         }
+        if let Some(why) = host_problem(host) {
+            return Err(UriError::Host {
+                host: fragment(uri, host),
+                why,
+                uri: shown(uri),
+            });
+        }
         let port = match port {
             // `host:` with nothing after the colon is refused: RFC 3986 reads it as the
             // default port, but it is more often a port lost in string formatting.
@@ -196,6 +215,51 @@ fn split_host_port(authority: &str) -> (&str, Option<&str>) {
         Some(colon) => (&authority[..colon], Some(&authority[colon + 1..])),
         None => (authority, None),
     }
+}
+
+/// Why `host` does not name one server unambiguously, if it does not.
+///
+/// * Brackets enclose an IPv6 address (with a `%25` zone, or not) and nothing else: the
+///   URI parser takes `[localhost]` or `a[:]b`, and the connector would dial a host the
+///   check never saw.
+/// * A host whose last label is a number is an IPv4 address (the WHATWG URL rule, and
+///   `inet_aton`'s, which resolvers follow): `127.1`, `2130706433`, `0x7f.1` and
+///   `0177.0.0.1` all reach 127.0.0.1. Only four decimal numbers are taken, so that the
+///   proxy, `NO_PROXY` and loopback rules, which compare that form, see where the
+///   connection goes.
+fn host_problem(host: &str) -> Option<&'static str> {
+    if let Some(rest) = host.strip_prefix('[') {
+        let Some(inner) = rest.strip_suffix(']') else {
+            return Some("opens a bracket it does not close where the host ends");
+        };
+        let address = inner
+            .split_once("%25")
+            .map_or(inner, |(address, _)| address);
+        return match address.parse::<std::net::Ipv6Addr>() {
+            Ok(_) => None,
+            Err(_) => Some(
+                "has brackets around something that is not an IPv6 address: brackets \
+                 enclose IPv6 addresses only, as in [::1]",
+            ),
+        };
+    }
+    if host.bytes().any(|b| b == b'[' || b == b']') {
+        return Some(
+            "has a bracket outside an IPv6 address: brackets enclose IPv6 addresses only, as in [::1]",
+        );
+    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    let last = name.rsplit('.').next().unwrap_or(name);
+    let hex = last.get(..2).is_some_and(|x| x.eq_ignore_ascii_case("0x"))
+        && last[2..].bytes().all(|b| b.is_ascii_hexdigit());
+    let numeric = !last.is_empty() && (hex || last.bytes().all(|b| b.is_ascii_digit()));
+    if numeric && (name.len() != host.len() || name.parse::<std::net::Ipv4Addr>().is_err()) {
+        return Some(
+            "is an IPv4 address in a shorthand, hex, octal or dotted-end form, which \
+             resolvers read differently: write it as four decimal numbers, as in 127.0.0.1",
+        );
+    }
+    None
 }
 
 /// A port is ASCII digits naming 1..=65535 (`u16::from_str` alone would take `+80`).
@@ -257,6 +321,7 @@ impl fmt::Display for UriError {
                 "port {port:?} of {uri:?} is not a TCP port: use a number from 1 to 65535, \
                  or leave the port out for the scheme's default"
             ),
+            UriError::Host { host, why, uri } => write!(f, "host {host:?} of {uri:?} {why}"),
             UriError::UserInfo { uri } => write!(
                 f,
                 "{uri:?} carries credentials (user:password@): they are not sent from the \
@@ -358,6 +423,41 @@ mod tests {
             let e = check(s).unwrap_err();
             assert!(matches!(e, UriError::Port { .. }), "{s}: {e}");
             assert!(e.to_string().contains(&format!("port {port:?}")), "{e}");
+        }
+    }
+
+    #[test]
+    fn refuses_hosts_that_do_not_name_one_server() {
+        for s in [
+            "http://127.1/",
+            "http://2130706433/",
+            "http://0x7f.1/",
+            "http://0x7F000001/",
+            "http://0177.0.0.1/",
+            "http://127.0.0.01/",
+            "http://127.0.0.1./",
+            "http://1.2.3.4.5/",
+            "http://a.0x10/",
+            "http://[localhost]:8080/",
+            "https://[example.com]/",
+            "http://a[:]b/",
+        ] {
+            let uri: Uri = s.parse().expect("the URI parser takes it");
+            let e = Target::parse(&uri).unwrap_err();
+            assert!(matches!(e, UriError::Host { .. }), "{s}: {e}");
+            assert!(e.to_string().contains("host "), "{e}");
+        }
+        for (s, host) in [
+            ("http://127.0.0.1:8080/", "127.0.0.1"),
+            ("http://[::1]/", "[::1]"),
+            ("http://[::ffff:127.0.0.1]/", "[::ffff:127.0.0.1]"),
+            ("http://example.com./", "example.com."),
+            ("http://1.2.3.4.example/", "1.2.3.4.example"),
+            ("http://123.example/", "123.example"),
+            ("http://0x.example/", "0x.example"),
+            ("http://localhost/", "localhost"),
+        ] {
+            assert_eq!(check(s).map(|t| t.1).ok().as_deref(), Some(host), "{s}");
         }
     }
 

@@ -108,6 +108,8 @@ impl ProxyRule {
 
     /// The proxy (as the matcher gives it) for `dst`, if this rule sends it through one.
     pub(crate) fn intercept(&self, dst: &Uri) -> Option<Intercept> {
+        let canonical = canonical(dst);
+        let dst = canonical.as_ref();
         if self.loopback_direct && is_loopback(dst) {
             return None;
         }
@@ -153,6 +155,39 @@ impl ProxyRule {
             Err(e) => Err(BoxError::from(format!("proxy from {from}: {e}"))),
         };
         Some(via)
+    }
+}
+
+/// `dst` as the proxy and `NO_PROXY` rules compare it: its host lowercased, one trailing
+/// dot dropped (`localhost.` is `localhost`) and an IPv4-mapped IPv6 address written as
+/// IPv4 (`[::ffff:127.0.0.1]` is `127.0.0.1`). hyper-util's matcher compares the host as
+/// written, so without this `NO_PROXY=localhost` would send `http://localhost.:8080/`
+/// through the proxy. (`Target` already refuses shorthand IPv4 forms such as `127.1`.)
+fn canonical(dst: &Uri) -> std::borrow::Cow<'_, Uri> {
+    use std::borrow::Cow;
+    let Some(host) = dst.host() else {
+        return Cow::Borrowed(dst);
+    };
+    let mapped = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .and_then(|h| h.parse::<std::net::Ipv6Addr>().ok())
+        .and_then(|v6| v6.to_ipv4_mapped());
+    let name = match mapped {
+        Some(v4) => v4.to_string(),
+        None => host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase(),
+    };
+    if name == host {
+        return Cow::Borrowed(dst);
+    }
+    let scheme = dst.scheme_str().unwrap_or("http");
+    let authority = match dst.port_u16() {
+        Some(port) => format!("{name}:{port}"),
+        None => name,
+    };
+    match format!("{scheme}://{authority}/").parse() {
+        Ok(uri) => Cow::Owned(uri),
+        Err(_) => Cow::Borrowed(dst),
     }
 }
 
@@ -326,6 +361,29 @@ mod tests {
         req.headers()
             .get(PROXY_AUTHORIZATION)
             .map(|v| v.to_str().expect("ascii").to_owned())
+    }
+
+    /// Other spellings of an exempt host are exempt too: a trailing dot, capitals, an
+    /// IPv4-mapped IPv6 address.
+    #[test]
+    fn no_proxy_holds_for_other_spellings_of_a_host() {
+        let rules = rules("localhost, 127.0.0.1, example.com");
+        for uri in [
+            "http://localhost:8080/",
+            "http://localhost.:8080/",
+            "http://LOCALHOST.:8080/",
+            "http://127.0.0.1:8080/",
+            "http://[::ffff:127.0.0.1]:8080/",
+            "http://example.com./",
+            "https://Example.COM.:443/",
+        ] {
+            let dst: Uri = uri.parse().expect("uri");
+            assert!(rules.route(&dst).is_none(), "{uri} went through the proxy");
+        }
+        for uri in ["http://example.org./", "http://[::ffff:127.0.0.2]/"] {
+            let dst: Uri = uri.parse().expect("uri");
+            assert!(rules.route(&dst).is_some(), "{uri} went direct");
+        }
     }
 
     /// Credentials go on plain `http` requests through the proxy only: never on `https`
