@@ -302,6 +302,33 @@ fn a_chain_that_left_the_origin_does_not_get_them_back() {
     assert!(!carries_credentials(&other.seen()[0]));
 }
 
+/// The chain's credentials are its manager's: a request of another manager's client,
+/// sent while the chain is being polled (here, by the service the layer wraps), gets
+/// none, even to the same origin.
+#[test]
+fn another_managers_request_inside_the_chain_does_not_get_them() {
+    let (api, _other) = servers();
+    let with = manager();
+    let without = HttpClientManager::new();
+    run(async {
+        let mine = with.client().await.expect("client");
+        let theirs = without.client().await.expect("client");
+        let svc = ServiceBuilder::new()
+            .layer(mine.default_credentials_layer())
+            .service(tower::service_fn(move |req: Request<Body>| {
+                theirs.clone().oneshot(req)
+            }));
+        let resp = tokio::time::timeout(HANG_GUARD, svc.oneshot(get(&api.url("/x"))))
+            .await
+            .expect("hang guard")
+            .expect("a response");
+        assert_eq!(resp.status(), StatusCode::OK);
+    });
+    let seen = api.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(!carries_credentials(&seen[0]), "{seen:?}");
+}
+
 /// Direct calls (no layers, nothing follows redirects) carry every default header.
 #[test]
 fn direct_requests_carry_every_default() {

@@ -35,6 +35,9 @@ struct Chain {
     host: String,
     port: u16,
     credentials: Arc<HeaderMap>,
+    /// The manager's default headers the credentials came from: only its clients add
+    /// them (another manager's request polled inside this chain gets none).
+    source: Arc<HeaderMap>,
     left: AtomicBool,
 }
 
@@ -63,10 +66,13 @@ impl Drop for Current {
 /// The client's side: adds the current chain's credentials to `req` (those it does not
 /// set itself) when it goes to the chain's origin and no earlier hop has left it; marks
 /// the chain left when it goes elsewhere. No chain: nothing.
-pub(crate) fn add_for_chain<B>(req: &mut Request<B>) {
+pub(crate) fn add_for_chain<B>(req: &mut Request<B>, defaults: &Arc<HeaderMap>) {
     let Some(chain) = CHAIN.try_with(|c| c.borrow().clone()).ok().flatten() else {
         return;
     };
+    if !Arc::ptr_eq(&chain.source, defaults) {
+        return;
+    }
     let Ok(target) = Target::check(req.uri()) else {
         return; // refused before anything is sent
     };
@@ -131,6 +137,7 @@ pub(crate) fn add_for_chain<B>(req: &mut Request<B>) {
 #[derive(Clone)]
 pub struct DefaultCredentialsLayer {
     credentials: Arc<HeaderMap>,
+    source: Arc<HeaderMap>,
 }
 
 /// The service of a [`DefaultCredentialsLayer`].
@@ -138,6 +145,7 @@ pub struct DefaultCredentialsLayer {
 pub struct DefaultCredentials<S> {
     inner: S,
     credentials: Arc<HeaderMap>,
+    source: Arc<HeaderMap>,
 }
 
 /// The future of a [`DefaultCredentials`] service: the inner service's, polled with its
@@ -184,6 +192,7 @@ impl Client {
         }
         DefaultCredentialsLayer {
             credentials: Arc::new(credentials),
+            source: Arc::clone(defaults),
         }
     }
 }
@@ -195,6 +204,7 @@ impl<S> tower_layer::Layer<S> for DefaultCredentialsLayer {
         DefaultCredentials {
             inner,
             credentials: Arc::clone(&self.credentials),
+            source: Arc::clone(&self.source),
         }
     }
 }
@@ -220,6 +230,7 @@ where
                 host: target.host.to_owned(),
                 port: target.port,
                 credentials: Arc::clone(&self.credentials),
+                source: Arc::clone(&self.source),
                 left: AtomicBool::new(false),
             })),
             _ => None,

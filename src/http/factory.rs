@@ -242,7 +242,7 @@ impl HyperParts {
         }
         if below_layers {
             // `DefaultCredentialsLayer`'s, for the origin its request addressed.
-            crate::http::credentials::add_for_chain(&mut req);
+            crate::http::credentials::add_for_chain(&mut req, &self.default_headers);
         }
         if let Some(proxies) = &self.proxy_auth {
             proxies.authorize(&mut req);
