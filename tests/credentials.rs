@@ -329,6 +329,67 @@ fn another_managers_request_inside_the_chain_does_not_get_them() {
     assert!(!carries_credentials(&seen[0]), "{seen:?}");
 }
 
+/// The layer stacked again below the redirect layer (under another one of itself) keeps
+/// the hops in the outer chain: the hop to another host gets none.
+#[test]
+fn a_second_layer_below_the_redirect_layer_adds_nothing_to_another_host() {
+    let (api, other) = servers();
+    let manager = manager();
+    run(async {
+        let client = manager.client().await.expect("client");
+        let svc = ServiceBuilder::new()
+            .layer(client.default_credentials_layer())
+            .layer(FollowRedirectLayer::new())
+            .layer(client.default_credentials_layer())
+            .service(client);
+        let resp = tokio::time::timeout(HANG_GUARD, svc.oneshot(get(&api.url("/cross"))))
+            .await
+            .expect("hang guard")
+            .expect("redirected response");
+        assert_eq!(resp.status(), StatusCode::OK);
+    });
+    assert!(carries_credentials(&api.seen()[0]));
+    let other_seen = other.seen();
+    assert_eq!(other_seen.len(), 1, "{other_seen:?}");
+    assert!(!carries_credentials(&other_seen[0]), "{other_seen:?}");
+}
+
+/// A hop sent through another manager's client still counts as leaving the origin:
+/// `A → B` (sent by the other client) `→ A` gets none after `A`.
+#[test]
+fn a_hop_through_another_client_still_leaves_the_origin() {
+    let (api, other) = servers();
+    let with = manager();
+    let without = HttpClientManager::new();
+    let other_port = other.addr.port();
+    run(async {
+        let mine = with.client().await.expect("client");
+        let theirs = without.client().await.expect("client");
+        let svc = ServiceBuilder::new()
+            .layer(mine.default_credentials_layer())
+            .layer(FollowRedirectLayer::new())
+            .service(tower::service_fn(move |req: Request<Body>| {
+                let client = if req.uri().port_u16() == Some(other_port) {
+                    theirs.clone()
+                } else {
+                    mine.clone()
+                };
+                client.oneshot(req)
+            }));
+        let resp = tokio::time::timeout(HANG_GUARD, svc.oneshot(get(&api.url("/cross-back"))))
+            .await
+            .expect("hang guard")
+            .expect("redirected response");
+        assert_eq!(resp.status(), StatusCode::OK);
+    });
+    let seen = api.seen();
+    let paths: Vec<_> = seen.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(paths, ["/cross-back", "/landing"]);
+    assert!(carries_credentials(&seen[0]), "{seen:?}");
+    assert!(!carries_credentials(&seen[1]), "{seen:?}");
+    assert!(!carries_credentials(&other.seen()[0]));
+}
+
 /// Direct calls (no layers, nothing follows redirects) carry every default header.
 #[test]
 fn direct_requests_carry_every_default() {

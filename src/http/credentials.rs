@@ -51,7 +51,9 @@ struct Current(Option<Arc<Chain>>);
 
 impl Current {
     fn enter(chain: &Option<Arc<Chain>>) -> Current {
-        Current(CHAIN.with(|c| c.replace(chain.clone())))
+        // `try_with`: polled during the thread's teardown, there is no chain (and no
+        // credentials), never a panic.
+        Current(CHAIN.try_with(|c| c.replace(chain.clone())).ok().flatten())
     }
 }
 
@@ -70,9 +72,6 @@ pub(crate) fn add_for_chain<B>(req: &mut Request<B>, defaults: &Arc<HeaderMap>) 
     let Some(chain) = CHAIN.try_with(|c| c.borrow().clone()).ok().flatten() else {
         return;
     };
-    if !Arc::ptr_eq(&chain.source, defaults) {
-        return;
-    }
     let Ok(target) = Target::check(req.uri()) else {
         return; // refused before anything is sent
     };
@@ -80,10 +79,11 @@ pub(crate) fn add_for_chain<B>(req: &mut Request<B>, defaults: &Arc<HeaderMap>) 
         && target.port == chain.port
         && target.host.eq_ignore_ascii_case(&chain.host);
     if !same {
+        // Whichever client sends it: the chain has left its origin.
         chain.left.store(true, Ordering::Relaxed);
         return;
     }
-    if chain.left.load(Ordering::Relaxed) {
+    if chain.left.load(Ordering::Relaxed) || !Arc::ptr_eq(&chain.source, defaults) {
         return;
     }
     let headers = req.headers_mut();
@@ -105,7 +105,11 @@ pub(crate) fn add_for_chain<B>(req: &mut Request<B>, defaults: &Arc<HeaderMap>) 
 /// standard's rule). A request that sets such a header itself keeps its own. Get it
 /// from [`Client::default_credentials_layer`].
 ///
-/// Put it *above* the redirect layer. It does not write the credentials into the
+/// Put it *above* the redirect layer: placed only below one, it takes each hop for a
+/// request of its own and sends the credentials to wherever the hop goes (stacked
+/// again below, under a copy of itself above, it keeps the hops in the outer chain).
+/// The client marks the chain left when a hop it sends goes elsewhere; a hop sent
+/// by a service that is not an rtlocal client is not seen. It does not write the credentials into the
 /// request a layer below it sees: the managed client adds them as it sends each hop
 /// (tower-http's redirect layer rebuilds every hop from the first request's headers and
 /// would restore them for `B` on an `A → B → B` chain, or pass on any credential not
@@ -223,8 +227,17 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> DefaultCredentialsFuture<S::Future> {
+        // Inside a chain of the same manager (this layer stacked again below a redirect
+        // layer, under another one of itself), a hop stays in that chain: a new one
+        // would take the hop's origin for the addressed one.
+        let outer = CHAIN
+            .try_with(|c| c.borrow().clone())
+            .ok()
+            .flatten()
+            .filter(|c| Arc::ptr_eq(&c.source, &self.source));
         // A URI the client will refuse gets no chain: nothing is sent for it.
         let chain = match Target::check(req.uri()) {
+            _ if outer.is_some() => outer,
             Ok(target) if !self.credentials.is_empty() => Some(Arc::new(Chain {
                 https: target.https,
                 host: target.host.to_owned(),

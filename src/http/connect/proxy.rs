@@ -109,7 +109,16 @@ impl ProxyRule {
     /// The proxy (as the matcher gives it) for `dst`, if this rule sends it through one.
     pub(crate) fn intercept(&self, dst: &Uri) -> Option<Intercept> {
         let canonical = canonical(dst);
-        let dst = canonical.as_ref();
+        let via = self.intercept_as_written(canonical.as_ref())?;
+        // A `NO_PROXY` entry written with the trailing dot or the mapped form matches
+        // the host as written: exempt by either spelling.
+        match canonical {
+            std::borrow::Cow::Owned(_) => self.intercept_as_written(dst).map(|_| via),
+            std::borrow::Cow::Borrowed(_) => Some(via),
+        }
+    }
+
+    fn intercept_as_written(&self, dst: &Uri) -> Option<Intercept> {
         if self.loopback_direct && is_loopback(dst) {
             return None;
         }
@@ -175,7 +184,10 @@ fn canonical(dst: &Uri) -> std::borrow::Cow<'_, Uri> {
         .and_then(|v6| v6.to_ipv4_mapped());
     let name = match mapped {
         Some(v4) => v4.to_string(),
-        None => host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase(),
+        None if host.ends_with('.') || host.bytes().any(|b| b.is_ascii_uppercase()) => {
+            host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
+        }
+        None => return Cow::Borrowed(dst),
     };
     if name == host {
         return Cow::Borrowed(dst);
@@ -367,7 +379,7 @@ mod tests {
     /// IPv4-mapped IPv6 address.
     #[test]
     fn no_proxy_holds_for_other_spellings_of_a_host() {
-        let rules = rules("localhost, 127.0.0.1, example.com");
+        let exempting = rules("localhost, 127.0.0.1, example.com");
         for uri in [
             "http://localhost:8080/",
             "http://localhost.:8080/",
@@ -378,11 +390,20 @@ mod tests {
             "https://Example.COM.:443/",
         ] {
             let dst: Uri = uri.parse().expect("uri");
-            assert!(rules.route(&dst).is_none(), "{uri} went through the proxy");
+            assert!(
+                exempting.route(&dst).is_none(),
+                "{uri} went through the proxy"
+            );
         }
         for uri in ["http://example.org./", "http://[::ffff:127.0.0.2]/"] {
             let dst: Uri = uri.parse().expect("uri");
-            assert!(rules.route(&dst).is_some(), "{uri} went direct");
+            assert!(exempting.route(&dst).is_some(), "{uri} went direct");
+        }
+        // Entries written with the dot or the mapped form still exempt those spellings.
+        let rules = rules("example.com., ::ffff:127.0.0.2");
+        for uri in ["http://example.com./", "http://[::ffff:127.0.0.2]/"] {
+            let dst: Uri = uri.parse().expect("uri");
+            assert!(rules.route(&dst).is_none(), "{uri} went through the proxy");
         }
     }
 
