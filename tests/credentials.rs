@@ -390,6 +390,60 @@ fn a_hop_through_another_client_still_leaves_the_origin() {
     assert!(!carries_credentials(&other.seen()[0]));
 }
 
+/// The same with the other client behind its own manager's credentials layer (its own
+/// chain, under this one): `B` is that manager's business, and this chain still sees
+/// the hop leave `A`, so `A` gets none of this manager's credentials after it.
+#[test]
+fn a_hop_through_another_managers_layer_still_leaves_the_origin() {
+    let (api, other) = servers();
+    let with = manager();
+    let mut theirs_defaults = HeaderMap::new();
+    theirs_defaults.insert(AUTHORIZATION, HeaderValue::from_static("Bearer theirs"));
+    let theirs_manager = HttpClientManager::builder()
+        .default_headers(theirs_defaults)
+        .build()
+        .expect("a manager");
+    let other_port = other.addr.port();
+    run(async {
+        let mine = with.client().await.expect("client");
+        let theirs = theirs_manager.client().await.expect("client");
+        let theirs_layer = theirs.default_credentials_layer();
+        let svc = ServiceBuilder::new()
+            .layer(mine.default_credentials_layer())
+            .layer(FollowRedirectLayer::new())
+            .service(tower::service_fn(move |req: Request<Body>| {
+                let (mine, theirs, layer) = (mine.clone(), theirs.clone(), theirs_layer.clone());
+                async move {
+                    if req.uri().port_u16() == Some(other_port) {
+                        ServiceBuilder::new()
+                            .layer(layer)
+                            .service(theirs)
+                            .oneshot(req)
+                            .await
+                    } else {
+                        mine.oneshot(req).await
+                    }
+                }
+            }));
+        let resp = tokio::time::timeout(HANG_GUARD, svc.oneshot(get(&api.url("/cross-back"))))
+            .await
+            .expect("hang guard")
+            .expect("redirected response");
+        assert_eq!(resp.status(), StatusCode::OK);
+    });
+    let seen = api.seen();
+    let paths: Vec<_> = seen.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(paths, ["/cross-back", "/landing"]);
+    assert!(carries_credentials(&seen[0]), "{seen:?}");
+    assert!(!carries_credentials(&seen[1]), "{seen:?}");
+    let other_seen = other.seen();
+    assert_eq!(
+        other_seen[0].authorization.as_deref(),
+        Some("Bearer theirs")
+    );
+    assert!(other_seen[0].cookie.is_none() && other_seen[0].api_key.is_none());
+}
+
 /// Direct calls (no layers, nothing follows redirects) carry every default header.
 #[test]
 fn direct_requests_carry_every_default() {

@@ -39,6 +39,17 @@ struct Chain {
     /// them (another manager's request polled inside this chain gets none).
     source: Arc<HeaderMap>,
     left: AtomicBool,
+    /// The chain this one was started inside (another manager's layer below a redirect
+    /// layer): a request to another origin has left it too.
+    parent: Option<Arc<Chain>>,
+}
+
+impl Chain {
+    fn is_origin_of(&self, target: &Target<'_>) -> bool {
+        target.https == self.https
+            && target.port == self.port
+            && target.host.eq_ignore_ascii_case(&self.host)
+    }
 }
 
 thread_local! {
@@ -75,15 +86,22 @@ pub(crate) fn add_for_chain<B>(req: &mut Request<B>, defaults: &Arc<HeaderMap>) 
     let Ok(target) = Target::check(req.uri()) else {
         return; // refused before anything is sent
     };
-    let same = target.https == chain.https
-        && target.port == chain.port
-        && target.host.eq_ignore_ascii_case(&chain.host);
-    if !same {
-        // Whichever client sends it: the chain has left its origin.
-        chain.left.store(true, Ordering::Relaxed);
-        return;
+    // Whichever client sends it, a request elsewhere has left every chain it is in.
+    let mut mine = None;
+    let mut link = Some(&chain);
+    while let Some(c) = link {
+        if !c.is_origin_of(&target) {
+            c.left.store(true, Ordering::Relaxed);
+        } else if mine.is_none() && Arc::ptr_eq(&c.source, defaults) {
+            mine = Some(c);
+        }
+        link = c.parent.as_ref();
     }
-    if chain.left.load(Ordering::Relaxed) || !Arc::ptr_eq(&chain.source, defaults) {
+    // The credentials of this client's manager's nearest chain, for its origin.
+    let Some(chain) = mine else {
+        return;
+    };
+    if chain.left.load(Ordering::Relaxed) {
         return;
     }
     let headers = req.headers_mut();
@@ -108,8 +126,10 @@ pub(crate) fn add_for_chain<B>(req: &mut Request<B>, defaults: &Arc<HeaderMap>) 
 /// Put it *above* the redirect layer: placed only below one, it takes each hop for a
 /// request of its own and sends the credentials to wherever the hop goes (stacked
 /// again below, under a copy of itself above, it keeps the hops in the outer chain).
-/// The client marks the chain left when a hop it sends goes elsewhere; a hop sent
-/// by a service that is not an rtlocal client is not seen. It does not write the credentials into the
+/// The client marks the chain left when a hop it sends goes elsewhere, even through
+/// another manager's client and layer; a hop sent by a service that is not an rtlocal
+/// client is not seen. A request an inner service makes through this same manager's
+/// layer joins the outer chain (to another origin, it gets none and leaves the chain). It does not write the credentials into the
 /// request a layer below it sees: the managed client adds them as it sends each hop
 /// (tower-http's redirect layer rebuilds every hop from the first request's headers and
 /// would restore them for `B` on an `A → B → B` chain, or pass on any credential not
@@ -230,14 +250,19 @@ where
         // Inside a chain of the same manager (this layer stacked again below a redirect
         // layer, under another one of itself), a hop stays in that chain: a new one
         // would take the hop's origin for the addressed one.
-        let outer = CHAIN
-            .try_with(|c| c.borrow().clone())
-            .ok()
-            .flatten()
-            .filter(|c| Arc::ptr_eq(&c.source, &self.source));
-        // A URI the client will refuse gets no chain: nothing is sent for it.
+        // (A request an inner service makes through this manager's layer joins the
+        // outer chain too.) Inside another manager's chain, a new one starts under it,
+        // so that the other chain still sees where its hops go; a layer with nothing to
+        // add (no credentials, or a URI the client will refuse) leaves the current
+        // chain current.
+        let current = CHAIN.try_with(|c| c.borrow().clone()).ok().flatten();
         let chain = match Target::check(req.uri()) {
-            _ if outer.is_some() => outer,
+            _ if current
+                .as_ref()
+                .is_some_and(|c| Arc::ptr_eq(&c.source, &self.source)) =>
+            {
+                current
+            }
             Ok(target) if !self.credentials.is_empty() => Some(Arc::new(Chain {
                 https: target.https,
                 host: target.host.to_owned(),
@@ -245,8 +270,9 @@ where
                 credentials: Arc::clone(&self.credentials),
                 source: Arc::clone(&self.source),
                 left: AtomicBool::new(false),
+                parent: current,
             })),
-            _ => None,
+            _ => current,
         };
         let inner = {
             let _current = Current::enter(&chain);
