@@ -398,6 +398,17 @@ fn nonsense_configurations_are_rejected_with_the_setting_named() {
             M::builder().http2_prior_knowledge().http1_only(),
             "http2_prior_knowledge",
         ),
+        (
+            M::builder().default_headers({
+                let mut h = http::HeaderMap::new();
+                h.insert(
+                    http::header::PROXY_AUTHORIZATION,
+                    http::HeaderValue::from_static("Basic dTpw"),
+                );
+                h
+            }),
+            "Proxy::basic_auth",
+        ),
         (M::builder().user_agent(Some("bad\nvalue")), "user_agent"),
     ];
     for (builder, name) in cases {

@@ -68,6 +68,7 @@ fn headers() -> impl Strategy<Value = Vec<(&'static str, &'static str)>> {
             6 => Just(("accept", "*/*")),
             1 => Just(("content-length", "5")),
             1 => Just(("transfer-encoding", "chunked")),
+            1 => Just(("proxy-authorization", "Basic dTpw")),
         ],
         0..3,
     )

@@ -192,3 +192,21 @@ fn close_all_shuts_tls_connections_on_the_wire() {
     assert_eq!(report.closed, 1);
     assert_eq!(server.wait_open(0), 0, "the TLS connection is still open");
 }
+
+/// A host TLS cannot verify a certificate against (an IPv6 address with a zone) is
+/// refused before anything is dialled — through a proxy, that would be a `CONNECT` to
+/// it first. The error names the server name, not a failed connect.
+#[test]
+fn a_name_tls_cannot_verify_against_is_refused_before_dialling() {
+    let err = block_on_guarded(&current_thread_rt(), async {
+        let manager = HttpClientManager::new();
+        let client = manager.client().await.expect("client");
+        client
+            .get("https://[fe80::1%25eth0]:9/")
+            .await
+            .expect_err("no TLS name")
+    });
+    let shown = format!("{err:#}");
+    assert!(err.is_connect(), "{shown}");
+    assert!(shown.contains("invalid TLS server name"), "{shown}");
+}

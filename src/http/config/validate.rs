@@ -94,6 +94,16 @@ impl Builder {
                 )));
             }
         }
+        if c.default_headers
+            .contains_key(http::header::PROXY_AUTHORIZATION)
+        {
+            return Err(Error::config(
+                "default_headers must not set proxy-authorization: a default header goes to \
+                 every origin (inside https tunnels, and to hosts NO_PROXY sends direct), not \
+                 to the proxy alone; give the proxy its credentials with Proxy::basic_auth or \
+                 in the proxy URI, which send them to the proxy only",
+            ));
+        }
         if c.http2_prior_knowledge && c.http1_only {
             return Err(Error::config(
                 "http2_prior_knowledge() contradicts http1_only(): choose one",

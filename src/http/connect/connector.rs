@@ -133,6 +133,16 @@ impl TrackingConnector {
         let (https, host_port) = (target.https, target.host_port());
         #[cfg(feature = "rustls")]
         let server_name = target.bare_host().to_owned();
+        // A name TLS cannot verify against is refused before anything is dialled (a
+        // proxy would otherwise be asked to CONNECT to it first).
+        #[cfg(feature = "rustls")]
+        if https {
+            if let Err(e) = rustls::pki_types::ServerName::try_from(server_name.as_str()) {
+                return Box::pin(std::future::ready(Err(BoxError::from(format!(
+                    "invalid TLS server name {server_name:?}: {e}"
+                )))));
+            }
+        }
         let dst = match connect_uri(&target) {
             Ok(dst) => dst,
             Err(e) => return Box::pin(std::future::ready(Err(e))),

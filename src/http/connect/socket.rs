@@ -208,7 +208,7 @@ impl TrackedTcp {
     /// the idle reaper shut it down first).
     ///
     /// [`attach`]: TrackedTcp::attach
-    pub(crate) fn park(&mut self) -> io::Result<super::tracker::RawSocket> {
+    pub(crate) fn park(&mut self) -> io::Result<()> {
         if !matches!(self.stream, Sock::Live(_)) || self.id == 0 {
             return Err(not_live());
         }
@@ -224,12 +224,25 @@ impl TrackedTcp {
             unreachable!("checked above");
         };
         let std = live.into_std()?;
-        #[cfg(unix)]
-        let raw = std::os::fd::AsRawFd::as_raw_fd(&std);
-        #[cfg(not(unix))]
-        let raw = ();
         self.stream = Sock::Parked(std);
-        Ok(raw)
+        Ok(())
+    }
+
+    /// Shuts down (both ways) the socket this still owns, parked or live; nothing once
+    /// it is gone. Through the socket itself, never a descriptor number kept aside: a
+    /// failed `attach` has closed the descriptor, which the process may have reused.
+    pub(crate) fn shut(&self) {
+        let _ = match &self.stream {
+            Sock::Parked(s) => s.shutdown(std::net::Shutdown::Both),
+            #[cfg(unix)]
+            Sock::Live(s) => {
+                let fd = std::os::fd::AsFd::as_fd(s);
+                socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Both)
+            }
+            #[cfg(not(unix))]
+            Sock::Live(_) => Ok(()),
+            Sock::Gone => Ok(()),
+        };
     }
 
     /// Whether the parked socket is still cleanly idle: the peer neither closed it nor

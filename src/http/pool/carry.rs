@@ -17,7 +17,6 @@ use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use crate::http::connect::stream::Conn;
-use crate::http::connect::tracker::{RawSocket, shutdown_socket};
 use crate::http::pool::{Key, idle_expired};
 use crate::lifecycle::ParkLot;
 use crate::manager::timer;
@@ -31,20 +30,18 @@ pub(crate) struct Parked {
     pub(crate) host_port: Arc<str>,
     pub(crate) conn: Conn,
     pub(crate) idle_since: Instant,
-    raw: RawSocket,
 }
 
 impl Parked {
-    /// `raw`: the handle of `conn`'s parked socket ([`TrackedTcp::park`]).
+    /// `conn`: its socket parked ([`TrackedTcp::park`]).
     ///
     /// [`TrackedTcp::park`]: crate::http::connect::socket::TrackedTcp::park
-    pub(super) fn new(to: &CarryTo, conn: Conn, idle_since: Instant, raw: RawSocket) -> Self {
+    pub(super) fn new(to: &CarryTo, conn: Conn, idle_since: Instant) -> Self {
         Parked {
             key: to.key.clone(),
             host_port: Arc::clone(&to.host_port),
             conn,
             idle_since,
-            raw,
         }
     }
 
@@ -54,8 +51,7 @@ impl Parked {
 
     /// Shuts the connection down on the wire and drops it (uncounting it).
     pub(crate) fn close(self) {
-        // `raw` is the fd of `conn`'s socket, which this owns and has not dropped.
-        shutdown_socket(self.raw);
+        self.conn.tcp().shut();
         drop(self.conn);
     }
 }

@@ -120,14 +120,14 @@ impl IoCell {
             if conn.tls_wants_write() {
                 return;
             }
-            let Ok(raw) = conn.tcp_mut().park() else {
+            if conn.tcp_mut().park().is_err() {
                 return;
-            };
+            }
             self.flags.fetch_and(!IDLE, Ordering::Relaxed);
             let Some(conn) = inner.conn.take() else {
                 return;
             };
-            Some(Parked::new(to, conn, idle_since, raw))
+            Some(Parked::new(to, conn, idle_since))
         };
         if let Some(parked) = parked {
             to.park(parked);
