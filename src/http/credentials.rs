@@ -248,32 +248,29 @@ where
 
     fn call(&mut self, req: Request<B>) -> DefaultCredentialsFuture<S::Future> {
         // Inside a chain of the same manager (this layer stacked again below a redirect
-        // layer, under another one of itself), a hop stays in that chain: a new one
-        // would take the hop's origin for the addressed one.
-        // (A request an inner service makes through this manager's layer joins the
-        // outer chain too.) Inside another manager's chain, a new one starts under it,
-        // so that the other chain still sees where its hops go; a layer with nothing to
-        // add (no credentials, or a URI the client will refuse) leaves the current
-        // chain current.
+        // layer, under another one of itself, or a request an inner service makes
+        // through it), the request stays in that chain: a new one would take a hop's
+        // origin for the addressed one. Inside another manager's chain, a new one
+        // starts under it, so that the other chain still sees where its hops go. A
+        // layer with nothing to add (no credentials, or a URI the client will refuse)
+        // leaves the current chain current.
         let current = CHAIN.try_with(|c| c.borrow().clone()).ok().flatten();
-        let chain = match Target::check(req.uri()) {
-            _ if current
-                .as_ref()
-                .is_some_and(|c| Arc::ptr_eq(&c.source, &self.source)) =>
-            {
-                current
-            }
-            Ok(target) if !self.credentials.is_empty() => Some(Arc::new(Chain {
+        let same_manager = current
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(&c.source, &self.source));
+        let fresh = match Target::check(req.uri()) {
+            Ok(target) if !same_manager && !self.credentials.is_empty() => Some(Arc::new(Chain {
                 https: target.https,
                 host: target.host.to_owned(),
                 port: target.port,
                 credentials: Arc::clone(&self.credentials),
                 source: Arc::clone(&self.source),
                 left: AtomicBool::new(false),
-                parent: current,
+                parent: current.clone(),
             })),
-            _ => current,
+            _ => None,
         };
+        let chain = fresh.or(current);
         let inner = {
             let _current = Current::enter(&chain);
             Box::pin(self.inner.call(req))
